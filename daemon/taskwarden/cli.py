@@ -1,0 +1,79 @@
+"""The ``taskwarden`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from taskwarden import __version__
+from taskwarden.errors import TaskwardenError
+from taskwarden.logs import configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> None:
+    try:
+        code = asyncio.run(coro)
+    except TaskwardenError as exc:
+        click.echo(f"taskwarden: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="taskwarden")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="JSON lines (production) or console; auto picks console on a TTY.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def cli(log_format: str, log_level: str) -> None:
+    """Alerts on failed and stuck catalogue tasks (Digital River, Elastic Path).
+
+    taskwarden polls the vendors' task feeds, remembers what it has seen in a local
+    SQLite state file, and notifies each team once per incident.
+    """
+    json_output = None if log_format == "auto" else log_format == "json"
+    configure_logging(json_output=json_output, level=log_level)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True)
+@click.option("--api-key", default="sim-api-key", show_default=True, help="Accepted API key.")
+@click.option(
+    "--tasks",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Generate this many tasks over the last 29 days at start.",
+)
+def simulate(host: str, port: int, api_key: str, tasks: int) -> None:
+    """Run the Digital River / Elastic Path API simulator until interrupted.
+
+    Vendor endpoints: GET /v1/products/tasks[/{taskId}]. Control: POST /_sim/tasks,
+    /_sim/tasks/{id}/status, /_sim/generate, /_sim/faults, /_sim/clock; GET /_sim/stats.
+    """
+    from taskwarden.simulator.standalone import serve_forever
+
+    _run(serve_forever(host=host, port=port, api_key=api_key, tasks=tasks))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""Task sources: one adapter per vendor API, all behind the `Source` protocol."""
