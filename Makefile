@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean
+.PHONY: test lint typecheck pytest bench-smoke demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench
@@ -23,6 +23,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The benchmark is not a timed test; this only proves it still runs (smallest size).
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/poll_cycle.py --sizes 1000
 
 demo: $(STAMP)
 	$(BIN)/taskwarden demo

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -73,6 +74,49 @@ def simulate(host: str, port: int, api_key: str, tasks: int) -> None:
     from taskwarden.simulator.standalone import serve_forever
 
     _run(serve_forever(host=host, port=port, api_key=api_key, tasks=tasks))
+
+
+CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="TASKWARDEN_CONFIG",
+    required=True,
+    help="YAML configuration file (or $TASKWARDEN_CONFIG).",
+)
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--dry-run", is_flag=True, help="Print what the cycle found; change no state.")
+def once(config: Path, dry_run: bool) -> None:
+    """Run one poll cycle of every source and exit (for cron).
+
+    Exits 0 when every source was polled, 1 when any failed (its state is unchanged and
+    the next run repeats its scan), 2 on configuration or state errors.
+    """
+    from taskwarden.commands import run_once
+
+    _run(run_once(config, dry_run=dry_run))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def state(config: Path, as_json: bool) -> None:
+    """Show checkpoints, open tasks with their age, and task counts per status.
+
+    Safe while the daemon runs: it only reads the state file.
+    """
+    from taskwarden.commands import show_state
+
+    try:
+        code = show_state(config, as_json=as_json)
+    except TaskwardenError as exc:
+        click.echo(f"taskwarden: error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
 
 
 def main() -> None:

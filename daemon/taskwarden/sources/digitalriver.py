@@ -307,7 +307,9 @@ class DigitalRiverSource:
         strategy, gone, relist_rejected = await self._refresh_open(stale, view, since, now, seen)
         return Observation(
             tasks=tuple(seen.values()),
-            checkpoint=checkpoint,
+            # Server time, but never ahead of ours: a server clock running fast must not
+            # make us skip what is received between our "now" and its.
+            checkpoint=min(checkpoint, now),
             gone=frozenset(gone),
             strategy=strategy,
             api_calls=self._client.transport.total_calls - calls_before,

@@ -1,0 +1,107 @@
+"""API calls and time of one poll cycle, by window size.
+
+Prints a table; it is a measurement, not a test. Each size runs against the in-process
+simulator on loopback with a frozen clock, so the figures depend only on the code:
+
+* baseline: first start, the initial lookback covers the whole 30-day window once;
+* idle: nothing changed since the last cycle;
+* busy: 1,000 changes (950 new tasks, 50 status changes of open tasks) since the last cycle.
+
+The window holds 50 open tasks at any size: open tasks do not grow with history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+
+from taskwarden.logs import configure_logging
+from taskwarden.poller import PollSettings, poll_once
+from taskwarden.simulator import Simulator, running_simulator
+from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
+from taskwarden.state import open_state
+from taskwarden.timeutil import parse_api_time
+
+OPEN_TASKS = 50
+SETTINGS = PollSettings(
+    overlap=timedelta(minutes=5), initial_lookback=timedelta(days=30), retention=timedelta(days=30)
+)
+
+
+async def measure(size: int) -> list[tuple[str, int, int, float, float, int]]:
+    sim = Simulator(api_key="bench")
+    sim.freeze_clock(parse_api_time("2026-03-01T12:00:00Z"))
+    now = sim.now()
+    sim.generate(size - OPEN_TASKS, begin=now - timedelta(days=29), end=now - timedelta(hours=1))
+    open_tasks = [
+        sim.add_task(status="PROCESSING", received=now - timedelta(days=28, minutes=i))
+        for i in range(OPEN_TASKS)
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_state(Path(tmp) / "state.db", now=now)
+        async with running_simulator(sim), httpx.AsyncClient(timeout=30) as http:
+            client = DigitalRiverClient(
+                http, base_url=sim.base_url, auth=make_auth("basic", "bench")
+            )
+            source = DigitalRiverSource(client)
+
+            async def timed(label: str) -> None:
+                sim.advance_clock(timedelta(minutes=1))
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                report = await poll_once(source, store, SETTINGS, sim.now())
+                cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+                rows.append((label, report.api_calls, report.changes, wall * 1000, cpu * 1000, 0))
+
+            await timed("baseline")
+            await timed("idle")
+            await timed("idle")
+            for i in range(950):
+                sim.add_task(
+                    status="FAILED" if i % 10 == 0 else "COMPLETED",
+                    received=sim.now() - timedelta(seconds=30 - i * 0.01),
+                )
+            for task in open_tasks:
+                sim.set_status(task.task_id, "COMPLETED")
+            await timed("busy")
+        state_size = (Path(tmp) / "state.db").stat().st_size + sum(
+            p.stat().st_size for p in Path(tmp).glob("state.db-wal")
+        )
+        store.close()
+    return [
+        (label, calls, changes, wall, cpu, state_size)
+        for label, calls, changes, wall, cpu, _ in rows
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated window sizes")
+    args = parser.parse_args()
+    configure_logging(json_output=True, level="warning")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(
+        f"{'tasks':>8} {'cycle':<9} {'API calls':>9} {'changes':>8} {'wall ms':>9} {'CPU ms':>8} {'state MB':>9}"
+    )
+    for size in sizes:
+        for label, calls, changes, wall, cpu, state in asyncio.run(measure(size)):
+            # CPU figures include the in-process simulator serving the same requests.
+            print(
+                f"{size:>8} {label:<9} {calls:>9} {changes:>8} {wall:>9.1f} {cpu:>8.1f} {state / 1e6:>9.2f}"
+            )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the benchmark process (daemon + simulator): {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The state file's schema, versioned; each migration is explicit and runs in order."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
+
+SCHEMA_VERSION = 1
+
+_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE sources (
+    source          TEXT PRIMARY KEY,
+    checkpoint_ms   INTEGER,
+    last_success_ms INTEGER,
+    last_strategy   TEXT NOT NULL DEFAULT '',
+    last_api_calls  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE tasks (
+    source        TEXT NOT NULL,
+    task_id       TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    phase         TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    received_ms   INTEGER NOT NULL,
+    finished_ms   INTEGER,
+    products      TEXT NOT NULL,
+    uri           TEXT,
+    attributes    TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    PRIMARY KEY (source, task_id)
+) WITHOUT ROWID;
+CREATE INDEX tasks_by_phase ON tasks (source, phase, received_ms);
+CREATE INDEX tasks_by_received ON tasks (source, received_ms);
+CREATE TABLE journal (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    old_status  TEXT,
+    new_status  TEXT,
+    observed_ms INTEGER NOT NULL,
+    baseline    INTEGER NOT NULL
+);
+CREATE INDEX journal_by_task ON journal (source, task_id);
+CREATE INDEX journal_by_time ON journal (observed_ms);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1}
+"""MIGRATIONS[n] takes a file from version n-1 to version n."""
+
+
+def migrate(conn: sqlite3.Connection, current: int) -> None:
+    """Bring a file at ``current`` to `SCHEMA_VERSION`, one transaction per step.
+
+    ``conn`` is in autocommit mode; each step is wrapped in BEGIN/COMMIT so that a crash
+    mid-migration leaves the file at the previous version.
+    """
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

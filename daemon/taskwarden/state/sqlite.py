@@ -1,0 +1,361 @@
+"""The embedded state store: one SQLite file in WAL mode with durable commits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone, TaskUpdated
+from taskwarden.errors import SchemaTooNewError, StateCorruptError
+from taskwarden.model import Phase, Product, Task
+from taskwarden.sources.base import OpenTask, SourceView
+from taskwarden.state.lock import StateLock
+from taskwarden.state.protocol import CycleCommit, SourceStatus, StateSummary
+from taskwarden.state.schema import SCHEMA_VERSION, migrate
+from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from datetime import datetime
+
+log = structlog.get_logger(__name__)
+
+_OPEN_PHASES = (Phase.OPEN.value, Phase.UNKNOWN.value)
+_TERMINAL_PHASES = tuple(p.value for p in Phase if p.is_terminal)
+_IN_CHUNK = 500
+"""SQLite caps bound parameters per statement; id lists are sent in chunks."""
+
+_TASK_COLUMNS = "task_id, status, phase, kind, received_ms, finished_ms, products, uri, attributes"
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else from_epoch_ms(value)
+
+
+def _task_row(task: Task) -> tuple[Any, ...]:
+    products = [[p.product_id, p.external_reference_id, p.product_type] for p in task.products]
+    return (
+        task.task_id,
+        task.status,
+        task.phase.value,
+        task.kind,
+        to_epoch_ms(task.received_time),
+        _ms(task.finished_time),
+        json.dumps(products, separators=(",", ":")),
+        task.uri,
+        json.dumps(task.attributes, separators=(",", ":")),
+    )
+
+
+def _task_from_row(source: str, row: sqlite3.Row) -> Task:
+    return Task(
+        source=source,
+        task_id=row["task_id"],
+        status=row["status"],
+        phase=Phase(row["phase"]),
+        kind=row["kind"],
+        received_time=from_epoch_ms(row["received_ms"]),
+        finished_time=_dt(row["finished_ms"]),
+        products=tuple(Product(*p) for p in json.loads(row["products"])),
+        uri=row["uri"],
+        attributes=tuple((str(k), str(v)) for k, v in json.loads(row["attributes"])),
+    )
+
+
+class SqliteStateStore:
+    """`StateStore` on one SQLite file; holds the file's lock while open."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock: StateLock | None) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = lock
+
+    # --- transactions -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: all or nothing, durable once it returns."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # --- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def source_view(self, source: str) -> SourceView:
+        row = self._conn.execute(
+            "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
+        ).fetchone()
+        open_rows = self._conn.execute(
+            "SELECT task_id, received_ms FROM tasks WHERE source = ? AND phase IN (?, ?) "
+            "ORDER BY received_ms",
+            (source, *_OPEN_PHASES),
+        ).fetchall()
+        return SourceView(
+            checkpoint=_dt(row["checkpoint_ms"]) if row is not None else None,
+            open_tasks=tuple(
+                OpenTask(r["task_id"], from_epoch_ms(r["received_ms"])) for r in open_rows
+            ),
+        )
+
+    def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]:
+        ids = list(dict.fromkeys(task_ids))
+        found: dict[str, Task] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE source = ? AND task_id IN ({marks})",  # noqa: S608 - placeholders only
+                (source, *chunk),
+            )
+            for row in rows:
+                found[row["task_id"]] = _task_from_row(source, row)
+        return found
+
+    def needs_baseline(self, source: str) -> bool:
+        """A fresh file's first poll is a baseline; after a corrupt-file recovery it is not,
+        because failures may have happened while the old state was unreadable."""
+        if self.get_meta("recovered_from") is not None:
+            return False
+        row = self._conn.execute(
+            "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
+        ).fetchone()
+        return row is None or row["checkpoint_ms"] is None
+
+    def journal(self, source: str | None = None) -> list[sqlite3.Row]:
+        """The transition journal, oldest first (inspection and tests)."""
+        if source is None:
+            return self._conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
+        return self._conn.execute(
+            "SELECT * FROM journal WHERE source = ? ORDER BY id", (source,)
+        ).fetchall()
+
+    def summary(self) -> StateSummary:
+        sources = []
+        for row in self._conn.execute("SELECT * FROM sources ORDER BY source").fetchall():
+            name = row["source"]
+            counts = dict(
+                self._conn.execute(
+                    "SELECT status, COUNT(*) FROM tasks WHERE source = ? GROUP BY status", (name,)
+                ).fetchall()
+            )
+            open_rows = self._conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608 - constant column list
+                "WHERE source = ? AND phase IN (?, ?) ORDER BY received_ms",
+                (name, *_OPEN_PHASES),
+            ).fetchall()
+            sources.append(
+                SourceStatus(
+                    source=name,
+                    checkpoint=_dt(row["checkpoint_ms"]),
+                    last_success=_dt(row["last_success_ms"]),
+                    last_strategy=row["last_strategy"],
+                    last_api_calls=row["last_api_calls"],
+                    tasks_by_status={str(k): int(v) for k, v in counts.items()},
+                    open_tasks=tuple(_task_from_row(name, r) for r in open_rows),
+                )
+            )
+        journal_entries = self._conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+        return StateSummary(
+            path=str(self.path),
+            schema_version=SCHEMA_VERSION,
+            sources=tuple(sources),
+            journal_entries=int(journal_entries),
+        )
+
+    # --- the one write path of a poll -------------------------------------------------------
+
+    def commit_cycle(self, source: str, commit: CycleCommit) -> None:
+        now_ms = to_epoch_ms(commit.now)
+        with self.transaction() as conn:
+            self._apply_events(conn, source, commit, now_ms)
+            conn.execute(
+                "INSERT INTO sources (source, checkpoint_ms, last_success_ms, last_strategy, "
+                "last_api_calls) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+                "checkpoint_ms = MAX(COALESCE(checkpoint_ms, 0), excluded.checkpoint_ms), "
+                "last_success_ms = excluded.last_success_ms, "
+                "last_strategy = excluded.last_strategy, "
+                "last_api_calls = excluded.last_api_calls",
+                (source, to_epoch_ms(commit.checkpoint), now_ms, commit.strategy, commit.api_calls),
+            )
+            if commit.prune_before is not None:
+                cutoff = to_epoch_ms(commit.prune_before)
+                conn.execute(
+                    "DELETE FROM tasks WHERE source = ? AND phase IN (?, ?, ?) AND received_ms < ?",
+                    (source, *_TERMINAL_PHASES, cutoff),
+                )
+                conn.execute(
+                    "DELETE FROM journal WHERE source = ? AND observed_ms < ?", (source, cutoff)
+                )
+
+    @staticmethod
+    def _apply_events(
+        conn: sqlite3.Connection, source: str, commit: CycleCommit, now_ms: int
+    ) -> None:
+        upserts: list[tuple[Any, ...]] = []
+        journal: list[tuple[Any, ...]] = []
+        gone: list[tuple[str, str]] = []
+        baseline = int(commit.baseline)
+        for event in commit.events:
+            if isinstance(event, TaskGone):
+                gone.append((source, event.task.task_id))
+                journal.append(
+                    (source, event.task.task_id, event.task.status, None, now_ms, baseline)
+                )
+                continue
+            upserts.append((source, *_task_row(event.task), now_ms, now_ms))
+            if isinstance(event, TaskAppeared):
+                journal.append(
+                    (source, event.task.task_id, None, event.task.status, now_ms, baseline)
+                )
+            elif isinstance(event, StatusChanged):
+                journal.append((source, event.task.task_id, event.old, event.new, now_ms, baseline))
+            else:
+                assert isinstance(event, (TaskUpdated, StillOpen))
+        conn.executemany(
+            f"INSERT INTO tasks (source, {_TASK_COLUMNS}, first_seen_ms, last_seen_ms) "  # noqa: S608 - constant column list
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, task_id) DO UPDATE SET "
+            "status = excluded.status, phase = excluded.phase, kind = excluded.kind, "
+            "received_ms = excluded.received_ms, finished_ms = excluded.finished_ms, "
+            "products = excluded.products, uri = excluded.uri, attributes = excluded.attributes, "
+            "last_seen_ms = excluded.last_seen_ms",
+            upserts,
+        )
+        conn.executemany("DELETE FROM tasks WHERE source = ? AND task_id = ?", gone)
+        conn.executemany(
+            "INSERT INTO journal (source, task_id, old_status, new_status, observed_ms, baseline) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            journal,
+        )
+
+
+# --- opening, locking and recovering ---------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit survives power loss, not only a process crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """0 for an empty file; raises StateCorruptError for a file that is not ours."""
+    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise StateCorruptError(f"integrity check failed: {check}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return 0
+    if "meta" not in tables:
+        raise StateCorruptError(
+            f"not a taskwarden state file (tables: {', '.join(sorted(tables))})"
+        )
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        raise StateCorruptError("the meta table has no schema_version")
+    try:
+        return int(row[0])
+    except ValueError:
+        raise StateCorruptError(f"schema_version is {row[0]!r}, not a number") from None
+
+
+def _move_aside(path: Path, now: datetime, reason: str) -> Path:
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            part.rename(Path(str(target) + suffix))
+    log.critical(
+        "state.corrupt_moved_aside",
+        path=str(path),
+        moved_to=str(target),
+        reason=reason,
+        consequence="polling restarts from the lookback; alerts may repeat, none are lost",
+    )
+    return target
+
+
+def open_state(path: Path | str, *, now: datetime, lock: bool = True) -> SqliteStateStore:
+    """Open (creating or migrating) the state file, taking its lock.
+
+    A file that is not a readable taskwarden database is moved aside and replaced, loudly:
+    the daemon must not crash-loop on it. A file from a newer taskwarden is refused.
+    """
+    state_path = Path(path)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_lock = StateLock(state_path) if lock else None
+    if state_lock is not None:
+        state_lock.acquire()
+    try:
+        conn, recovered_from = _open_or_recover(state_path, now)
+    except BaseException:
+        if state_lock is not None:
+            state_lock.release()
+        raise
+    store = SqliteStateStore(conn, state_path, state_lock)
+    if recovered_from is not None:
+        store.set_meta("recovered_from", str(recovered_from))
+    return store
+
+
+def _open_or_recover(path: Path, now: datetime) -> tuple[sqlite3.Connection, Path | None]:
+    recovered_from: Path | None = None
+    for _ in range(2):
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = _connect(path)
+            version = _schema_version(conn)
+        except (sqlite3.DatabaseError, StateCorruptError) as exc:
+            if conn is not None:
+                conn.close()
+            recovered_from = _move_aside(path, now, str(exc))
+            continue
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise SchemaTooNewError(
+                f"state file {path} has schema version {version}, but this taskwarden "
+                f"understands up to {SCHEMA_VERSION}; upgrade taskwarden or point it at "
+                "another state file"
+            )
+        migrate(conn, version)
+        return conn, recovered_from
+    raise StateCorruptError(f"state file {path} could not be recreated after moving it aside")

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from taskwarden.config import load_settings
+from taskwarden.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "taskwarden.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_durations_and_defaults(tmp_path: Path) -> None:
+    config = write(
+        tmp_path, "sources:\n  dr_eu:\n    interval: 90s\n    overlap: 2m\n    retention: 14d\n"
+    )
+    source = load_settings(config).sources["dr_eu"]
+    assert source.interval == timedelta(seconds=90)
+    assert source.overlap == timedelta(minutes=2)
+    assert source.retention == timedelta(days=14)
+    assert source.initial_lookback == timedelta(hours=24)
+
+
+def test_secrets_from_env_secret_files_and_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path, "sources:\n  dr:\n    auth: bearer\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "sources__dr__api_key").write_text("from-credential-file")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    key = load_settings(config).sources["dr"].api_key
+    assert key is not None
+    assert key.get_secret_value() == "from-credential-file"
+    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", "from-env")
+    settings = load_settings(config)
+    assert settings.sources["dr"].api_key.get_secret_value() == "from-env"  # type: ignore[union-attr]
+    assert "from-env" not in repr(settings)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "sources:\n  dr:\n    interval: soon\n    base_url: ftp://x\n    colour: blue\n"
+        "  Bad-Name: {}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert str(config) in message
+    assert "sources.dr.interval: Value error, 'soon' is not a duration" in message
+    assert "sources.dr.base_url" in message
+    assert "sources.dr.colour: Extra inputs are not permitted" in message
+    assert "Bad-Name" in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_settings(write(tmp_path, "sources: [unclosed\n"))
