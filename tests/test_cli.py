@@ -60,3 +60,10 @@ async def test_simulate_serves_until_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_demo_runs_the_scenario_and_ends_by_itself() -> None:
+    result = CliRunner().invoke(cli, ["--log-level", "warning", "demo", "--cycles", "4"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("-> FAILED  <-- would alert") == 2
+    assert "done: 4 cycles" in result.output

@@ -67,3 +67,11 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_settings(write(tmp_path, "sources: [unclosed\n"))
+
+
+def test_the_shipped_example_is_valid() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "config" / "taskwarden.example.yaml"
+    settings = load_settings(example)
+    assert settings.sources["dr_prod"].interval == timedelta(seconds=60)

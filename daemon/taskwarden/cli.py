@@ -119,5 +119,17 @@ def state(config: Path, as_json: bool) -> None:
     sys.exit(code)
 
 
+@cli.command()
+@click.option("--cycles", type=click.IntRange(1, 100), default=8, show_default=True)
+def demo(cycles: int) -> None:
+    """Run the poller against a scripted simulator scenario and show what it detects.
+
+    Needs no credentials and no network; ends by itself within a few seconds.
+    """
+    from taskwarden.demo import run_demo
+
+    _run(run_demo(cycles=cycles))
+
+
 def main() -> None:
     cli()

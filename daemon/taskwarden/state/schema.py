@@ -48,7 +48,7 @@ CREATE TABLE journal (
     baseline    INTEGER NOT NULL
 );
 CREATE INDEX journal_by_task ON journal (source, task_id);
-CREATE INDEX journal_by_time ON journal (observed_ms);
+CREATE INDEX journal_by_time ON journal (source, observed_ms);
 """
 
 MIGRATIONS: dict[int, str] = {1: _V1}

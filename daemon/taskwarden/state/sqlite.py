@@ -119,11 +119,15 @@ class SqliteStateStore:
         row = self._conn.execute(
             "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
         ).fetchone()
-        open_rows = self._conn.execute(
-            "SELECT task_id, received_ms FROM tasks WHERE source = ? AND phase IN (?, ?) "
-            "ORDER BY received_ms",
-            (source, *_OPEN_PHASES),
-        ).fetchall()
+        # No ORDER BY: it would steer SQLite to the received-time index and a full scan;
+        # the open set is small, so it is sorted here.
+        open_rows = sorted(
+            self._conn.execute(
+                "SELECT task_id, received_ms FROM tasks WHERE source = ? AND phase IN (?, ?)",
+                (source, *_OPEN_PHASES),
+            ).fetchall(),
+            key=lambda r: (r["received_ms"], r["task_id"]),
+        )
         return SourceView(
             checkpoint=_dt(row["checkpoint_ms"]) if row is not None else None,
             open_tasks=tuple(
