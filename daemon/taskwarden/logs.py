@@ -85,9 +85,7 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info") -
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(
-        max(numeric_level, logging.INFO) if numeric_level < logging.INFO else numeric_level
-    )
+    root.setLevel(numeric_level)
     # httpx logs every request URL at INFO; keep it at WARNING unless debugging.
     logging.getLogger("httpx").setLevel(
         logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING

@@ -119,21 +119,22 @@ class SqliteStateStore:
         row = self._conn.execute(
             "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
         ).fetchone()
-        # No ORDER BY: it would steer SQLite to the received-time index and a full scan;
-        # the open set is small, so it is sorted here.
-        open_rows = sorted(
-            self._conn.execute(
-                "SELECT task_id, received_ms FROM tasks WHERE source = ? AND phase IN (?, ?)",
-                (source, *_OPEN_PHASES),
-            ).fetchall(),
-            key=lambda r: (r["received_ms"], r["task_id"]),
-        )
+        open_rows = self._open_rows(source)
         return SourceView(
             checkpoint=_dt(row["checkpoint_ms"]) if row is not None else None,
             open_tasks=tuple(
                 OpenTask(r["task_id"], from_epoch_ms(r["received_ms"])) for r in open_rows
             ),
         )
+
+    def _open_rows(self, source: str) -> list[sqlite3.Row]:
+        """Open tasks, oldest first. No ORDER BY: it steers SQLite to the received-time
+        index and a scan of the whole window; the open set is small, so it is sorted here."""
+        rows = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE source = ? AND phase IN (?, ?)",  # noqa: S608 - constant column list
+            (source, *_OPEN_PHASES),
+        ).fetchall()
+        return sorted(rows, key=lambda r: (r["received_ms"], r["task_id"]))
 
     def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]:
         ids = list(dict.fromkeys(task_ids))
@@ -176,11 +177,7 @@ class SqliteStateStore:
                     "SELECT status, COUNT(*) FROM tasks WHERE source = ? GROUP BY status", (name,)
                 ).fetchall()
             )
-            open_rows = self._conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks "  # noqa: S608 - constant column list
-                "WHERE source = ? AND phase IN (?, ?) ORDER BY received_ms",
-                (name, *_OPEN_PHASES),
-            ).fetchall()
+            open_rows = self._open_rows(name)
             sources.append(
                 SourceStatus(
                     source=name,
