@@ -55,7 +55,6 @@ class TaskGone:
 
 
 Event = TaskAppeared | StatusChanged | TaskUpdated | StillOpen | TaskGone
-ChangeEvent = TaskAppeared | StatusChanged | TaskUpdated | TaskGone
 
 _PHASE_PROGRESS = {Phase.OPEN: 0, Phase.UNKNOWN: 1}
 

@@ -7,7 +7,7 @@ to know which vendor a task came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -88,4 +88,3 @@ class Observation:
     api_calls: int = 0
     rejected: int = 0
     """Entries of the vendor's answer that were unusable and skipped (logged each)."""
-    notes: tuple[str, ...] = field(default=())

@@ -86,7 +86,6 @@ async def poll_once(
                     baseline=baseline,
                     strategy=observation.strategy,
                     api_calls=observation.api_calls,
-                    rejected=observation.rejected,
                     prune_before=prune_before,
                 ),
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,11 +25,6 @@ class SourceView:
 
     checkpoint: datetime | None
     open_tasks: tuple[OpenTask, ...]
-    tracked_received_since: tuple[datetime, ...] = ()
-    """Received times of every tracked task, ascending: lets a source estimate listing cost."""
-
-    def tracked_since(self, moment: datetime) -> int:
-        return len(self.tracked_received_since) - bisect_left(self.tracked_received_since, moment)
 
 
 class Source(Protocol):

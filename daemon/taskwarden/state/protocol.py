@@ -25,7 +25,6 @@ class CycleCommit:
     """First poll of a fresh state: terminal history is recorded, not reported."""
     strategy: str = ""
     api_calls: int = 0
-    rejected: int = 0
     prune_before: datetime | None = None
     """Terminal tasks received before this moment leave the state."""
 
