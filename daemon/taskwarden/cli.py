@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,8 +15,17 @@ from taskwarden.errors import TaskwardenError
 from taskwarden.logs import configure_logging
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-    from typing import Any
+    from collections.abc import Callable, Coroutine
+    from datetime import timedelta
+
+
+def _call(body: Callable[[], int]) -> None:
+    try:
+        code = body()
+    except TaskwardenError as exc:
+        click.echo(f"taskwarden: error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
@@ -89,7 +99,12 @@ CONFIG_OPTION = click.option(
 
 @cli.command()
 @CONFIG_OPTION
-@click.option("--dry-run", is_flag=True, help="Print what the cycle found; change no state.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the changes and the notifications the cycle would send; send nothing, "
+    "change no state.",
+)
 def once(config: Path, dry_run: bool) -> None:
     """Run one poll cycle of every source and exit (for cron).
 
@@ -111,12 +126,76 @@ def state(config: Path, as_json: bool) -> None:
     """
     from taskwarden.commands import show_state
 
-    try:
-        code = show_state(config, as_json=as_json)
-    except TaskwardenError as exc:
-        click.echo(f"taskwarden: error: {exc}", err=True)
-        sys.exit(2)
-    sys.exit(code)
+    _call(lambda: show_state(config, as_json=as_json))
+
+
+@cli.command("test-notify")
+@CONFIG_OPTION
+@click.argument("receiver")
+def test_notify(config: Path, receiver: str) -> None:
+    """Send a test message to RECEIVER now (bypasses routing and the outbox).
+
+    Exits 0 when the receiver accepted it, 1 when delivery failed (the reason is printed).
+    """
+    from taskwarden.commands import test_notify as run_test_notify
+
+    _run(run_test_notify(config, receiver))
+
+
+class DurationType(click.ParamType):  # type: ignore[type-arg] # generic only in newer click stubs
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from taskwarden.config import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.group()
+def silence() -> None:
+    """Suppress notifications for alerts matching label matchers, for a while.
+
+    Silenced alerts are still recorded; a stuck or health alert still firing when its
+    silence ends is then notified.
+    """
+
+
+@silence.command("add")
+@CONFIG_OPTION
+@click.argument("matchers", nargs=-1, required=True)
+@click.option("--for", "duration", type=DurationType(), default="2h", show_default=True)
+@click.option("--comment", default="", help="Why (shown in silence list).")
+@click.option("--author", default=lambda: os.environ.get("USER", ""), help="Who.")
+def silence_add(
+    config: Path, matchers: tuple[str, ...], duration: timedelta, comment: str, author: str
+) -> None:
+    """Add a silence: MATCHERS such as 'team="catalog"' 'kind=~"DEPLOY_.*"'."""
+    from taskwarden.silences import add_silence
+
+    _call(lambda: add_silence(config, matchers, duration, comment, author))
+
+
+@silence.command("list")
+@CONFIG_OPTION
+@click.option("--all", "include_expired", is_flag=True, help="Include expired silences.")
+def silence_list(config: Path, include_expired: bool) -> None:
+    """List silences (configured and added) with their state and end."""
+    from taskwarden.silences import list_silences
+
+    _call(lambda: list_silences(config, include_expired=include_expired))
+
+
+@silence.command("expire")
+@CONFIG_OPTION
+@click.argument("silence_id")
+def silence_expire(config: Path, silence_id: str) -> None:
+    """End a silence now."""
+    from taskwarden.silences import expire_silence
+
+    _call(lambda: expire_silence(config, silence_id))
 
 
 @cli.command()

@@ -9,46 +9,116 @@ from typing import TYPE_CHECKING, Any
 import click
 import structlog
 
+from taskwarden.alerts import Notification
 from taskwarden.config import load_settings
-from taskwarden.errors import SourceError
-from taskwarden.poller import poll_once
+from taskwarden.errors import ConfigError, DeliveryError, SourceError
+from taskwarden.notify.render import plain_text
+from taskwarden.outbox import OutboxSender
+from taskwarden.poller import poll_or_report
 from taskwarden.state import open_state
 from taskwarden.timeutil import format_api_time, utc_now
-from taskwarden.wiring import build_sources, open_http, register_settings_secrets
+from taskwarden.wiring import (
+    build_alerting,
+    build_notifiers,
+    build_sources,
+    configured_silences,
+    delivery_settings,
+    open_http,
+    register_settings_secrets,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from taskwarden.poller import CycleReport
     from taskwarden.state.protocol import StateSummary
 
 log = structlog.get_logger(__name__)
 
 
 async def run_once(config: Path, *, dry_run: bool) -> int:
-    """One cycle of every source. Exit 0 when all succeeded, 1 when any failed."""
+    """One cycle of every source, then deliver. Exit 0 when all polls succeeded, else 1.
+
+    Meant for cron: nothing runs between two invocations, so groups are flushed at the end
+    of the run instead of waiting for ``group_wait``. ``--dry-run`` prints the events and the
+    notifications the cycle would send; it sends nothing and changes no state.
+    """
     settings = load_settings(config)
     register_settings_secrets(settings)
+    alerting = build_alerting(settings, config)
     store = open_state(settings.state.path, now=utc_now())
     failures = 0
     try:
+        if not dry_run:
+            store.sync_config_silences(configured_silences(settings, utc_now()))
         async with AsyncExitStack() as stack:
             http = await open_http(stack, settings)
             for configured in build_sources(settings, http):
-                try:
-                    report = await poll_once(
-                        configured.source, store, configured.poll, utc_now(), dry_run=dry_run
-                    )
-                except SourceError as exc:
+                result = await poll_or_report(
+                    configured.source,
+                    store,
+                    configured.poll,
+                    utc_now(),
+                    alerting=alerting,
+                    dry_run=dry_run,
+                )
+                if isinstance(result, SourceError):
                     failures += 1
-                    log.exception("poll.failed", source=configured.source.name, error=str(exc))
                     continue
                 if dry_run:
-                    for event in report.events:
-                        task, kind = event.task, type(event).__name__
-                        click.echo(f"{report.source}: {kind} {task.task_id} {task.status}")
+                    _print_dry_run(result)
+            if not dry_run:
+                store.flush(utc_now(), force=True)
+                sender = OutboxSender(store, build_notifiers(settings), delivery_settings(settings))
+                report = await sender.deliver_due()
+                pending, _ = store.outbox_depth()
+                log.info(
+                    "delivery.round",
+                    sent=report.total_sent,
+                    retried=sum(report.retried.values()),
+                    given_up=sum(report.dead.values()),
+                    pending=pending,
+                )
     finally:
         store.close()
     return 1 if failures else 0
+
+
+def _print_dry_run(report: CycleReport) -> None:
+    for event in report.events:
+        task, kind = event.task, type(event).__name__
+        click.echo(f"{report.source}: {kind} {task.task_id} {task.status}")
+    if not report.notifications:
+        click.echo(f"{report.source}: no notification would be sent")
+    for notification in report.notifications:
+        click.echo(f"--- would send to {notification.receiver} ---")
+        click.echo(plain_text(notification), nl=False)
+
+
+async def test_notify(config: Path, receiver: str) -> int:
+    """Send a test message straight to one receiver (not through the outbox)."""
+    settings = load_settings(config)
+    register_settings_secrets(settings)
+    notifiers = build_notifiers(settings)
+    notifier = notifiers.get(receiver)
+    if notifier is None:
+        known = ", ".join(sorted(notifiers)) or "none"
+        raise ConfigError(f"no receiver named {receiver!r}; configured: {known}")
+    notification = Notification(
+        receiver=receiver,
+        group_key="test",
+        group_labels=(),
+        firing=(),
+        test=True,
+        created_at=utc_now(),
+    )
+    try:
+        await notifier.send(notification, thread=None)
+    except DeliveryError as exc:
+        click.echo(f"FAIL {receiver}: {exc}", err=True)
+        return 1
+    click.echo(f"ok   {receiver}: test message accepted")
+    return 0
 
 
 def summary_json(summary: StateSummary, now_text: str) -> dict[str, Any]:

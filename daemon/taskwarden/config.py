@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -71,6 +72,8 @@ class DigitalRiverSourceSettings(_Section):
     request_timeout: Duration = timedelta(seconds=30)
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_total: Duration = timedelta(seconds=60)
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Free labels on every alert from this source (``env: prod``), for matchers."""
 
     @field_validator("base_url")
     @classmethod
@@ -99,6 +102,117 @@ class StateSettings(_Section):
     path: Path = Path("/var/lib/taskwarden/state.db")
 
 
+# --- receivers ------------------------------------------------------------------------------
+
+
+class SlackSettings(_Section):
+    webhook_url: SecretStr | None = None
+    token: SecretStr | None = None
+    """A bot token (``xoxb-…``): ``chat.postMessage``, follow-ups in threads."""
+    channel: str | None = None
+    base_url: str | None = None
+    """Slack Web API base (``https://slack.com/api/``); tests point it at loopback."""
+    timeout: Duration = timedelta(seconds=10)
+    min_interval: Duration = timedelta(seconds=1)
+    """Slack allows about one message per second per channel."""
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackSettings:
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("set exactly one of webhook_url and token")
+        if self.token is not None and not self.channel:
+            raise ValueError("a bot token needs a channel")
+        return self
+
+
+class SmtpSettings(_Section):
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=30)
+
+
+class EmailSettings(_Section):
+    to: list[str] = Field(min_length=1)
+    sender: str = Field(alias="from")
+    smtp: SmtpSettings
+
+    @field_validator("to", "sender")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        for address in values:
+            if "@" not in address or any(c in address for c in "\r\n,;"):
+                raise ValueError(f"{address!r} is not a single e-mail address")
+        return value
+
+
+class ReceiverSettings(_Section):
+    slack: SlackSettings | None = None
+    email: EmailSettings | None = None
+    console: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReceiverSettings:
+        if sum([self.slack is not None, self.email is not None, self.console]) != 1:
+            raise ValueError("a receiver is exactly one of slack, email or console: true")
+        return self
+
+
+def _check_matchers(value: list[str]) -> list[str]:
+    from taskwarden.matchers import parse_all
+
+    parse_all(value)
+    return value
+
+
+Matchers = Annotated[list[str], AfterValidator(_check_matchers)]
+
+
+class RouteSettings(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    receiver: str | None = None
+    matchers: Matchers = Field(default_factory=list)
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    send_resolved: bool | None = None
+    continue_matching: bool = Field(default=False, alias="continue")
+    routes: list[RouteSettings] = Field(default_factory=list)
+
+    def receivers(self) -> list[str]:
+        own = [self.receiver] if self.receiver else []
+        return own + [r for child in self.routes for r in child.receivers()]
+
+
+class SilenceSettings(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    matchers: Matchers = Field(min_length=1)
+    ends: datetime
+    starts: datetime | None = None
+    comment: str = ""
+    created_by: str = "config"
+
+
+class HealthConfig(_Section):
+    labels: dict[str, str] = Field(default_factory=lambda: {"team": "ops"})
+    unreachable_after: Duration = timedelta(minutes=15)
+
+
+class NotificationSettings(_Section):
+    fallback_receiver: str | None = None
+    """Told when a notification is given up (it bypasses the routing tree)."""
+    max_age: Duration = timedelta(hours=24)
+    backoff_initial: Duration = timedelta(seconds=5)
+    backoff_max: Duration = timedelta(minutes=10)
+    max_details_per_cycle: int = Field(default=20, ge=0)
+    """Failed tasks whose error details are fetched per cycle; a storm is summarised."""
+
+
 _yaml_path: ContextVar[Path | None] = ContextVar("taskwarden_yaml_path", default=None)
 _secret_dirs: ContextVar[tuple[Path, ...]] = ContextVar("taskwarden_secret_dirs", default=())
 
@@ -113,6 +227,31 @@ class Settings(BaseSettings):
 
     state: StateSettings = StateSettings()
     sources: dict[SourceName, SourceSettings] = Field(default_factory=dict)
+    teams: list[str] = Field(default_factory=list)
+    """Team rule files, globs relative to the configuration file (``teams/*.yaml``)."""
+    receivers: dict[SourceName, ReceiverSettings] = Field(default_factory=dict)
+    route: RouteSettings | None = None
+    silences: list[SilenceSettings] = Field(default_factory=list)
+    health: HealthConfig = HealthConfig()
+    notifications: NotificationSettings = NotificationSettings()
+
+    @model_validator(mode="after")
+    def _routes_name_receivers(self) -> Settings:
+        known = set(self.receivers)
+        named = self.route.receivers() if self.route is not None else []
+        if self.notifications.fallback_receiver:
+            named.append(self.notifications.fallback_receiver)
+        unknown = sorted({r for r in named if r not in known})
+        if unknown:
+            raise ValueError(
+                f"unknown receiver(s) {', '.join(unknown)}; "
+                f"defined: {', '.join(sorted(known)) or 'none'}"
+            )
+        if self.route is not None and self.route.receiver is None:
+            raise ValueError("route: the root route needs a receiver (the default)")
+        if self.receivers and self.route is None:
+            raise ValueError("receivers are defined but no route sends anything to them")
+        return self
 
     @classmethod
     def settings_customise_sources(

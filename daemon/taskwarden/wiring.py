@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
+from taskwarden.alerting import Alerting
 from taskwarden.errors import ConfigError
+from taskwarden.health import HealthSettings
 from taskwarden.logs import register_secret
+from taskwarden.matchers import parse_all
+from taskwarden.notify.console import ConsoleNotifier
+from taskwarden.notify.email import EmailNotifier
+from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
+from taskwarden.outbox import DeliverySettings
 from taskwarden.poller import PollSettings
+from taskwarden.routing import Route, Silence
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
 from taskwarden.sources.http import RetryPolicy
+from taskwarden.teams import load_teams
+from taskwarden.timeutil import as_utc
 
 if TYPE_CHECKING:
     from contextlib import AsyncExitStack
+    from datetime import datetime
 
-    from taskwarden.config import Settings, SourceSettings
+    from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
+    from taskwarden.notify.base import Notifier
     from taskwarden.sources.base import Source
 
 
@@ -31,6 +44,118 @@ def register_settings_secrets(settings: Settings) -> None:
     for source in settings.sources.values():
         if source.api_key is not None:
             register_secret(source.api_key.get_secret_value())
+    for receiver in settings.receivers.values():
+        secrets = []
+        if receiver.slack is not None:
+            secrets += [receiver.slack.token, receiver.slack.webhook_url]
+        if receiver.email is not None:
+            secrets.append(receiver.email.smtp.password)
+        for secret in secrets:
+            if secret is not None:
+                register_secret(secret.get_secret_value())
+
+
+def _route(config: RouteSettings) -> Route:
+    return Route(
+        receiver=config.receiver,
+        matchers=parse_all(config.matchers),
+        group_by=tuple(config.group_by) if config.group_by is not None else None,
+        group_wait=config.group_wait,
+        group_interval=config.group_interval,
+        repeat_interval=config.repeat_interval,
+        send_resolved=config.send_resolved,
+        continue_matching=config.continue_matching,
+        routes=tuple(_route(r) for r in config.routes),
+    )
+
+
+def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
+    """Teams' rules (their files are read here), the routing tree and health settings."""
+    base = config_path.parent if config_path is not None else Path()
+    root = _route(settings.route) if settings.route is not None else None
+    if root is not None and root.group_by is None:
+        root = replace(root, group_by=("team", "rule", "source", "kind"))
+    return Alerting(
+        teams=load_teams(settings.teams, base),
+        route=root,
+        health=HealthSettings(
+            labels=tuple(sorted(settings.health.labels.items())),
+            unreachable_after=settings.health.unreachable_after,
+        ),
+        source_labels={
+            name: tuple(sorted(s.labels.items())) for name, s in settings.sources.items()
+        },
+        max_details=settings.notifications.max_details_per_cycle,
+    )
+
+
+def configured_silences(settings: Settings, now: datetime) -> list[Silence]:
+    return [
+        Silence(
+            silence_id=f"config:{s.id}",
+            matchers=parse_all(s.matchers),
+            starts_at=as_utc(s.starts) if s.starts is not None else now,
+            ends_at=as_utc(s.ends),
+            comment=s.comment,
+            created_by=s.created_by,
+            origin="config",
+        )
+        for s in settings.silences
+    ]
+
+
+def delivery_settings(settings: Settings) -> DeliverySettings:
+    n = settings.notifications
+    return DeliverySettings(
+        max_age=n.max_age,
+        backoff_initial=n.backoff_initial,
+        backoff_max=n.backoff_max,
+        fallback_receiver=n.fallback_receiver,
+        health=HealthSettings(
+            labels=tuple(sorted(settings.health.labels.items())),
+            unreachable_after=settings.health.unreachable_after,
+        ),
+    )
+
+
+def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
+    if config.slack is not None:
+        slack = config.slack
+        if slack.token is not None:
+            assert slack.channel is not None
+            return SlackBotNotifier(
+                name,
+                slack.token.get_secret_value(),
+                slack.channel,
+                base_url=slack.base_url,
+                timeout=slack.timeout.total_seconds(),
+                min_interval=slack.min_interval.total_seconds(),
+            )
+        assert slack.webhook_url is not None
+        return SlackWebhookNotifier(
+            name,
+            slack.webhook_url.get_secret_value(),
+            timeout=slack.timeout.total_seconds(),
+            min_interval=slack.min_interval.total_seconds(),
+        )
+    if config.email is not None:
+        email, smtp = config.email, config.email.smtp
+        return EmailNotifier(
+            name,
+            host=smtp.host,
+            port=smtp.port,
+            sender=email.sender,
+            recipients=list(email.to),
+            tls=smtp.tls,
+            username=smtp.username,
+            password=smtp.password.get_secret_value() if smtp.password is not None else None,
+            timeout=smtp.timeout.total_seconds(),
+        )
+    return ConsoleNotifier(name)
+
+
+def build_notifiers(settings: Settings) -> dict[str, Notifier]:
+    return {name: build_notifier(name, config) for name, config in settings.receivers.items()}
 
 
 def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> ConfiguredSource:

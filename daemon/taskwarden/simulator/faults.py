@@ -44,6 +44,9 @@ class FaultQueue:
             raise ValueError("a fault must apply to at least one request")
         self._faults.append(fault)
 
+    def peek(self, route: str) -> Fault | None:
+        return next((f for f in self._faults if f.applies_to(route)), None)
+
     def take(self, route: str) -> Fault | None:
         for fault in self._faults:
             if fault.applies_to(route):

@@ -445,20 +445,27 @@ class Simulator:
 
 
 @asynccontextmanager
-async def running_simulator(
-    simulator: Simulator | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> AsyncIterator[Simulator]:
-    """Serve ``simulator`` on loopback for the duration of the block; ``.base_url`` is set."""
-    sim = simulator or Simulator()
-    runner = web.AppRunner(sim.app(), access_log=None, handle_signals=False)
+async def serve_app(app: web.Application, *, host: str, port: int) -> AsyncIterator[str]:
+    """Serve an aiohttp application for the duration of the block; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server
     assert server is not None
     bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    sim.base_url = f"http://{host}:{bound}"
     try:
-        yield sim
+        yield f"http://{host}:{bound}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_simulator(
+    simulator: Simulator | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[Simulator]:
+    """Serve ``simulator`` on loopback for the duration of the block; ``.base_url`` is set."""
+    sim = simulator or Simulator()
+    async with serve_app(sim.app(), host=host, port=port) as base_url:
+        sim.base_url = base_url
+        yield sim

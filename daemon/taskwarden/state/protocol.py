@@ -9,9 +9,39 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime
 
+    from taskwarden.alerts import Alert, Notification
     from taskwarden.diff import Event
     from taskwarden.model import Task
+    from taskwarden.routing import Destination, Silence
     from taskwarden.sources.base import SourceView
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedAlert:
+    alert: Alert
+    destinations: tuple[Destination, ...]
+    inhibited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AlertBatch:
+    """What the rules decided in one evaluation, already routed."""
+
+    fired: tuple[RoutedAlert, ...] = ()
+    resolved: tuple[Alert, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.fired or self.resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    outbox_id: int
+    receiver: str
+    group_id: int | None
+    notification: Notification
+    created_at: datetime
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +57,9 @@ class CycleCommit:
     api_calls: int = 0
     prune_before: datetime | None = None
     """Terminal tasks received before this moment leave the state."""
+    alerts: AlertBatch | None = None
+    flush: bool = True
+    """Turn due groups into outbox entries in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +93,51 @@ class StateStore(Protocol):
         """True until the first poll of a fresh state file is committed."""
         ...
 
-    def commit_cycle(self, source: str, commit: CycleCommit) -> None: ...
+    def commit_cycle(
+        self, source: str, commit: CycleCommit, *, dry_run: bool = False
+    ) -> list[Notification]:
+        """Write the cycle (and enqueue the notifications it makes due) atomically.
+
+        ``dry_run`` computes the same and rolls it back: the returned notifications are what
+        the cycle would send.
+        """
+        ...
+
+    def active_alerts(self, source: str) -> dict[str, Alert]: ...
+
+    def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]: ...
+
+    def record_poll_failure(self, source: str, now: datetime, error: str) -> datetime:
+        """Remember a failed poll; returns since when the source has been failing."""
+        ...
+
+    def apply_alerts(self, batch: AlertBatch, now: datetime) -> list[Notification]: ...
+
+    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]: ...
+
+    def enqueue(self, notification: Notification, now: datetime) -> int: ...
+
+    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]: ...
+
+    def thread_ref(self, group_id: int) -> str | None: ...
+
+    def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None: ...
+
+    def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None: ...
+
+    def mark_dead(self, item: OutboxItem, now: datetime, error: str) -> None: ...
+
+    def outbox_depth(self) -> tuple[int, datetime | None]:
+        """Pending notifications and the creation time of the oldest."""
+        ...
+
+    def silences(self) -> list[Silence]: ...
+
+    def add_silence(self, silence: Silence) -> None: ...
+
+    def expire_silence(self, silence_id: str, now: datetime) -> bool: ...
+
+    def sync_config_silences(self, silences: Sequence[Silence]) -> None: ...
 
     def summary(self) -> StateSummary: ...
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE meta (
@@ -51,7 +51,75 @@ CREATE INDEX journal_by_task ON journal (source, task_id);
 CREATE INDEX journal_by_time ON journal (source, observed_ms);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+_V2_ALERTING = """
+ALTER TABLE sources ADD COLUMN failing_since_ms INTEGER;
+ALTER TABLE sources ADD COLUMN last_error TEXT;
+CREATE TABLE alerts (
+    key        TEXT PRIMARY KEY,
+    source     TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    one_shot   INTEGER NOT NULL,
+    payload    TEXT NOT NULL,
+    outcome    TEXT NOT NULL DEFAULT '',
+    starts_ms  INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX alerts_active ON alerts (source, state, one_shot);
+CREATE INDEX alerts_by_update ON alerts (updated_ms);
+CREATE TABLE groups (
+    id             INTEGER PRIMARY KEY,
+    receiver       TEXT NOT NULL,
+    group_key      TEXT NOT NULL UNIQUE,
+    labels         TEXT NOT NULL,
+    wait_ms        INTEGER NOT NULL,
+    interval_ms    INTEGER NOT NULL,
+    repeat_ms      INTEGER NOT NULL,
+    send_resolved  INTEGER NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    last_flush_ms  INTEGER,
+    last_sent_ms   INTEGER,
+    messages       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE members (
+    group_id  INTEGER NOT NULL,
+    alert_key TEXT NOT NULL,
+    notified  TEXT NOT NULL DEFAULT '',
+    inhibited INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (group_id, alert_key)
+) WITHOUT ROWID;
+CREATE INDEX members_by_alert ON members (alert_key);
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    receiver        TEXT NOT NULL,
+    group_id        INTEGER,
+    payload         TEXT NOT NULL,
+    created_ms      INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    last_error      TEXT,
+    done_ms         INTEGER
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);
+CREATE TABLE threads (
+    group_id   INTEGER PRIMARY KEY,
+    receiver   TEXT NOT NULL,
+    ref        TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE silences (
+    id         TEXT PRIMARY KEY,
+    matchers   TEXT NOT NULL,
+    starts_ms  INTEGER NOT NULL,
+    ends_ms    INTEGER NOT NULL,
+    comment    TEXT NOT NULL DEFAULT '',
+    created_by TEXT NOT NULL DEFAULT '',
+    origin     TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2_ALERTING}
 """MIGRATIONS[n] takes a file from version n-1 to version n."""
 
 

@@ -14,14 +14,19 @@ from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone, Ta
 from taskwarden.errors import SchemaTooNewError, StateCorruptError
 from taskwarden.model import Phase, Product, Task
 from taskwarden.sources.base import OpenTask, SourceView
+from taskwarden.state import alertstore
 from taskwarden.state.lock import StateLock
 from taskwarden.state.protocol import CycleCommit, SourceStatus, StateSummary
 from taskwarden.state.schema import SCHEMA_VERSION, migrate
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from datetime import datetime
+
+    from taskwarden.alerts import Alert, Notification
+    from taskwarden.routing import Silence
+    from taskwarden.state.protocol import AlertBatch, OutboxItem
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +36,7 @@ _IN_CHUNK = 500
 """SQLite caps bound parameters per statement; id lists are sent in chunks."""
 
 _TASK_COLUMNS = "task_id, status, phase, kind, received_ms, finished_ms, products, uri, attributes"
+_JOINED_TASK_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -82,15 +88,17 @@ class SqliteStateStore:
     # --- transactions -------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT: all or nothing, durable once it returns."""
+    def transaction(self, *, rollback: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: all or nothing, durable once it returns.
+
+        ``rollback`` runs the same work and discards it (dry runs)."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        self._conn.execute("ROLLBACK" if rollback else "COMMIT")
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -199,9 +207,12 @@ class SqliteStateStore:
 
     # --- the one write path of a poll -------------------------------------------------------
 
-    def commit_cycle(self, source: str, commit: CycleCommit) -> None:
+    def commit_cycle(
+        self, source: str, commit: CycleCommit, *, dry_run: bool = False
+    ) -> list[Notification]:
         now_ms = to_epoch_ms(commit.now)
-        with self.transaction() as conn:
+        made: list[Notification] = []
+        with self.transaction(rollback=dry_run) as conn:
             self._apply_events(conn, source, commit, now_ms)
             conn.execute(
                 "INSERT INTO sources (source, checkpoint_ms, last_success_ms, last_strategy, "
@@ -209,10 +220,16 @@ class SqliteStateStore:
                 "checkpoint_ms = MAX(COALESCE(checkpoint_ms, 0), excluded.checkpoint_ms), "
                 "last_success_ms = excluded.last_success_ms, "
                 "last_strategy = excluded.last_strategy, "
-                "last_api_calls = excluded.last_api_calls",
+                "last_api_calls = excluded.last_api_calls, "
+                "failing_since_ms = NULL, last_error = NULL",
                 (source, to_epoch_ms(commit.checkpoint), now_ms, commit.strategy, commit.api_calls),
             )
+            if commit.alerts:
+                alertstore.apply_alerts(conn, commit.alerts, commit.now)
+            if commit.flush:
+                made = alertstore.flush(conn, commit.now, force=dry_run)
             if commit.prune_before is not None:
+                alertstore.prune(conn, commit.prune_before)
                 cutoff = to_epoch_ms(commit.prune_before)
                 conn.execute(
                     "DELETE FROM tasks WHERE source = ? AND phase IN (?, ?, ?) AND received_ms < ?",
@@ -221,6 +238,95 @@ class SqliteStateStore:
                 conn.execute(
                     "DELETE FROM journal WHERE source = ? AND observed_ms < ?", (source, cutoff)
                 )
+        return made
+
+    # --- alerts, outbox, silences (see state/alertstore.py) -----------------------------------
+
+    def active_alerts(self, source: str) -> dict[str, Alert]:
+        return alertstore.active_alerts(self._conn, source)
+
+    def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]:
+        rows = self._conn.execute(
+            f"SELECT j.observed_ms, {_JOINED_TASK_COLUMNS} "  # noqa: S608 - constant column list
+            "FROM journal j JOIN tasks t ON t.source = j.source AND t.task_id = j.task_id "
+            "WHERE j.source = ? AND j.observed_ms >= ? AND j.baseline = 0 "
+            "AND t.phase = ? AND j.new_status = t.status ORDER BY j.observed_ms",
+            (source, to_epoch_ms(since), Phase.FAILED.value),
+        ).fetchall()
+        return [(from_epoch_ms(r["observed_ms"]), _task_from_row(source, r)) for r in rows]
+
+    def record_poll_failure(self, source: str, now: datetime, error: str) -> datetime:
+        now_ms = to_epoch_ms(now)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sources (source, failing_since_ms, last_error) VALUES (?, ?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET "
+                "failing_since_ms = COALESCE(failing_since_ms, excluded.failing_since_ms), "
+                "last_error = excluded.last_error",
+                (source, now_ms, error),
+            )
+            row = conn.execute(
+                "SELECT failing_since_ms FROM sources WHERE source = ?", (source,)
+            ).fetchone()
+        return from_epoch_ms(row[0])
+
+    def apply_alerts(
+        self, batch: AlertBatch, now: datetime, *, dry_run: bool = False
+    ) -> list[Notification]:
+        with self.transaction(rollback=dry_run) as conn:
+            alertstore.apply_alerts(conn, batch, now)
+            return alertstore.flush(conn, now, force=dry_run)
+
+    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]:
+        with self.transaction() as conn:
+            return alertstore.flush(conn, now, force=force)
+
+    def enqueue(self, notification: Notification, now: datetime) -> int:
+        with self.transaction() as conn:
+            return alertstore.enqueue(conn, notification, now)
+
+    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
+        return alertstore.due(self._conn, now, limit)
+
+    def thread_ref(self, group_id: int) -> str | None:
+        return alertstore.thread_ref(self._conn, group_id)
+
+    def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None:
+        with self.transaction() as conn:
+            alertstore.mark_sent(conn, item, now, thread_ref)
+
+    def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None:
+        with self.transaction() as conn:
+            alertstore.mark_retry(conn, item, next_attempt, error)
+
+    def mark_dead(self, item: OutboxItem, now: datetime, error: str) -> None:
+        with self.transaction() as conn:
+            alertstore.mark_dead(conn, item, now, error)
+
+    def outbox_depth(self) -> tuple[int, datetime | None]:
+        return alertstore.outbox_depth(self._conn)
+
+    def outbox(self) -> list[sqlite3.Row]:
+        """Every outbox row, oldest first (inspection and tests)."""
+        return self._conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+
+    def alerts(self) -> list[sqlite3.Row]:
+        return self._conn.execute("SELECT * FROM alerts ORDER BY starts_ms, key").fetchall()
+
+    def silences(self) -> list[Silence]:
+        return alertstore.silences(self._conn)
+
+    def add_silence(self, silence: Silence) -> None:
+        with self.transaction() as conn:
+            alertstore.add_silence(conn, silence)
+
+    def expire_silence(self, silence_id: str, now: datetime) -> bool:
+        with self.transaction() as conn:
+            return alertstore.expire_silence(conn, silence_id, now)
+
+    def sync_config_silences(self, silences: Sequence[Silence]) -> None:
+        with self.transaction() as conn:
+            alertstore.sync_config_silences(conn, silences)
 
     @staticmethod
     def _apply_events(

@@ -1,0 +1,110 @@
+"""The daemon's own trouble as alerts: rejected credentials, an unreachable or erroring
+API, notifications that cannot be delivered. Pure, like the task rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from taskwarden.alerts import Alert, Labels, Severity, humanize
+from taskwarden.errors import AuthenticationError, SourceError
+from taskwarden.rules import RuleOutput
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from datetime import datetime
+
+HEALTH_RULE = "source_health"
+DELIVERY_RULE = "delivery_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    labels: Labels = (("team", "ops"),)
+    """Labels that route the daemon's own alerts (an ops route)."""
+    unreachable_after: timedelta = timedelta(minutes=15)
+    """An API failing for this long alerts; rejected credentials alert at once."""
+    severity: Severity = Severity.CRITICAL
+
+
+def _labels(settings: HealthSettings, source: str, rule: str, problem: str) -> Labels:
+    merged = dict(settings.labels)
+    merged.update(source=source, rule=rule, problem=problem, severity=settings.severity.value)
+    return tuple(sorted(merged.items()))
+
+
+def source_health(
+    source: str,
+    error: SourceError | None,
+    *,
+    failing_since: datetime | None,
+    now: datetime,
+    active: Mapping[str, Alert],
+    settings: HealthSettings,
+) -> RuleOutput:
+    """Alerts for one source after a poll attempt (``error`` is None after a success)."""
+    auth_key = f"health/auth/{source}"
+    down_key = f"health/unreachable/{source}"
+    if error is None:
+        resolved = tuple(
+            active[key].resolved(now, "polling works again")
+            for key in (auth_key, down_key)
+            if key in active
+        )
+        return RuleOutput(resolved=resolved)
+    since = failing_since or now
+    if isinstance(error, AuthenticationError):
+        if auth_key in active:
+            return RuleOutput()
+        alert = Alert(
+            key=auth_key,
+            rule=HEALTH_RULE,
+            source=source,
+            severity=settings.severity,
+            labels=_labels(settings, source, HEALTH_RULE, "authentication"),
+            title=f"{source}: the API rejects taskwarden's credentials; nothing is being watched",
+            one_shot=False,
+            starts_at=since,
+            note=str(error),
+        )
+        return RuleOutput(fired=(alert,))
+    down_for = now - since
+    if down_key in active or down_for < settings.unreachable_after:
+        return RuleOutput()
+    alert = Alert(
+        key=down_key,
+        rule=HEALTH_RULE,
+        source=source,
+        severity=settings.severity,
+        labels=_labels(settings, source, HEALTH_RULE, "unreachable"),
+        title=f"{source}: polling has failed for {humanize(down_for)}",
+        one_shot=False,
+        starts_at=since,
+        note=f"last error: {error}",
+    )
+    return RuleOutput(fired=(alert,))
+
+
+def delivery_failed(
+    receiver: str, outbox_id: int, reason: str, now: datetime, settings: HealthSettings
+) -> Alert:
+    """A one-shot alert for the fallback receiver: a notification was given up on."""
+    return Alert(
+        key=f"health/delivery/{receiver}/{outbox_id}",
+        rule=DELIVERY_RULE,
+        source="taskwarden",
+        severity=settings.severity,
+        labels=tuple(
+            sorted(
+                {
+                    **dict(_labels(settings, "taskwarden", DELIVERY_RULE, "delivery")),
+                    "receiver": receiver,
+                }.items()
+            )
+        ),
+        title=f"Notifications to receiver {receiver} are failing; a message was given up",
+        one_shot=True,
+        starts_at=now,
+        note=reason,
+    )

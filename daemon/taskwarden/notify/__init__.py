@@ -1,0 +1,1 @@
+"""Notifiers: turn a `Notification` into a Slack message, an e-mail or a console line."""

@@ -1,0 +1,153 @@
+"""E-mail through SMTP (aiosmtplib): one multipart message (plain text + HTML) per group.
+
+Header safety: every header value built from vendor text goes through `header_safe`
+(control characters, CR and LF removed) and `email.message.EmailMessage`, whose policy
+refuses a header with a line break; the body is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING, Literal
+
+import aiosmtplib
+
+from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
+from taskwarden.notify.base import NotifierBase, Receipt
+from taskwarden.notify.render import alert_view, headline, plain_text, summary_line
+
+if TYPE_CHECKING:
+    from taskwarden.alerts import Notification
+
+TlsMode = Literal["starttls", "implicit", "none"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+MAX_SUBJECT = 200
+
+
+def header_safe(text: str) -> str:
+    return _CONTROL.sub(" ", text).strip()[:MAX_SUBJECT]
+
+
+def subject(n: Notification) -> str:
+    return header_safe(f"[taskwarden] {headline(n)}")
+
+
+def html_body(n: Notification) -> str:
+    e = html.escape
+    parts = [f"<h2>{e(headline(n))}</h2>"]
+    for alert in (*n.firing, *n.resolved):
+        view = alert_view(alert)
+        parts.append(f"<h3>{e(view.title)}</h3>")
+        parts.append(
+            f"<p>severity <b>{e(alert.severity.value)}</b> · rule {e(alert.rule)} · "
+            f"source {e(alert.source)}</p>"
+        )
+        if view.note:
+            parts.append(f"<p>{e(view.note)}</p>")
+        if view.counts:
+            items = "".join(f"<li>{e(k)}: {v}</li>" for k, v in view.counts)
+            parts.append(f"<p>By request type:</p><ul>{items}</ul>")
+        for task in view.tasks:
+            rows = "".join(
+                f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in task.fields
+            )
+            parts.append(f"<h4>{e(task.title)}</h4><table>{rows}</table>")
+            if task.problems:
+                items = "".join(
+                    f"<li>{e(kind)} <code>{e(code)}</code>: {e(text)}</li>"
+                    for kind, code, text in task.problems
+                )
+                parts.append(f"<ul>{items}</ul>")
+            if task.note:
+                parts.append(f"<p><i>{e(task.note)}</i></p>")
+            if task.uri:
+                parts.append(f"<p><code>{e(task.uri)}</code></p>")
+    if (more := summary_line(n)) is not None:
+        parts.append(f"<p>{e(more)}</p>")
+    return "<html><body>" + "\n".join(parts) + "</body></html>"
+
+
+class EmailNotifier(NotifierBase):
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str,
+        port: int,
+        sender: str,
+        recipients: list[str],
+        tls: TlsMode = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        min_interval: float = 0.0,
+    ) -> None:
+        super().__init__(name, min_interval=min_interval)
+        self._host = host
+        self._port = port
+        self._sender = sender
+        self._recipients = recipients
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+
+    def message(self, n: Notification, *, thread: str | None = None) -> EmailMessage:
+        msg = EmailMessage()
+        msg["Subject"] = subject(n)
+        msg["From"] = self._sender
+        msg["To"] = ", ".join(self._recipients)
+        msg["Message-ID"] = make_msgid(domain="taskwarden")
+        if n.created_at is not None:
+            msg["Date"] = format_datetime(n.created_at)
+        if thread and n.follow_up:
+            msg["In-Reply-To"] = thread
+            msg["References"] = thread
+        msg.set_content(plain_text(n))
+        msg.add_alternative(html_body(n), subtype="html")
+        return msg
+
+    async def send(self, notification: Notification, *, thread: str | None) -> Receipt:
+        msg = self.message(notification, thread=thread)
+        await self._deliver(msg)
+        return Receipt(
+            thread_ref=thread if notification.follow_up and thread else msg["Message-ID"]
+        )
+
+    async def _deliver(self, msg: EmailMessage | None) -> None:
+        try:
+            client = aiosmtplib.SMTP(
+                hostname=self._host,
+                port=self._port,
+                use_tls=self._tls == "implicit",
+                start_tls=True if self._tls == "starttls" else False,  # noqa: SIM210 - explicit tri-state
+                timeout=self._timeout,
+            )
+            async with client:
+                if self._username:
+                    await client.login(self._username, self._password or "")
+                if msg is not None:
+                    await client.send_message(msg)
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"SMTP {exc.code} {exc.message}"
+            if 400 <= exc.code < 500:
+                raise TransientDeliveryError(text, receiver=self._name) from exc
+            raise PermanentDeliveryError(text, receiver=self._name) from exc
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            text = f"SMTP refused every recipient: {exc.recipients}"
+            if codes and all(400 <= c < 500 for c in codes):
+                raise TransientDeliveryError(text, receiver=self._name) from exc
+            raise PermanentDeliveryError(text, receiver=self._name) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(
+                f"SMTP server {self._host}:{self._port} unavailable: {exc}", receiver=self._name
+            ) from exc
+
+    async def check(self) -> str:
+        await self._deliver(None)
+        login = "logged in" if self._username else "connected (no login configured)"
+        return f"SMTP {self._host}:{self._port} ({self._tls}): {login}"

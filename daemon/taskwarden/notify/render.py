@@ -1,0 +1,161 @@
+"""What a notification says, independent of the medium: a headline and, per alert, the
+facts an on-call engineer needs (request type, status, products, age, errors, the link).
+
+Everything here is plain, *unescaped* text; each medium escapes it its own way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from taskwarden.alerts import Alert, AlertState, Notification, humanize
+from taskwarden.timeutil import format_api_time
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from taskwarden.alerts import TaskFacts
+
+MAX_PROBLEMS = 5
+MAX_PRODUCTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    title: str
+    fields: tuple[tuple[str, str], ...]
+    """(name, value) pairs: request type, status, products, age …"""
+    problems: tuple[tuple[str, str, str], ...]
+    """(kind, code, description): errors, deployment errors and warnings."""
+    uri: str | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    alert: Alert
+    title: str
+    note: str
+    counts: tuple[tuple[str, int], ...]
+    tasks: tuple[TaskView, ...]
+
+
+def headline(n: Notification) -> str:
+    """One line that says what and how many: the Slack fallback text and e-mail subject."""
+    severity = n.severity.value.upper()
+    if n.test:
+        return f"[TEST] taskwarden test message for receiver {n.receiver}"
+    if n.only_resolved:
+        first = n.resolved[0]
+        if len(n.resolved) == 1 and n.resolved_total == first.total:
+            return f"[RESOLVED] {first.title}"
+        return f"[RESOLVED] {n.resolved_total} alerts: {_rules(n.resolved)}"
+    state = "REPEAT" if n.repeat else "FIRING"
+    if len(n.firing) == 1 and n.firing_total == n.firing[0].total:
+        return f"[{severity}] {state}: {n.firing[0].title}"
+    parts = [f"[{severity}] {state}: {n.firing_total} alerts"]
+    if n.new_total and n.new_total != n.firing_total:
+        parts.append(f"({n.new_total} new)")
+    parts.append(f"— {_rules(n.firing)}")
+    if n.counts:
+        parts.append("— " + ", ".join(f"{k} ×{v}" for k, v in n.counts[:4]))
+    if n.resolved_total:
+        parts.append(f"; {n.resolved_total} resolved")
+    return " ".join(parts)
+
+
+def _rules(alerts: Iterable[Alert]) -> str:
+    return ", ".join(dict.fromkeys(a.rule for a in alerts))
+
+
+def _product(p: object) -> str:
+    product_id = getattr(p, "product_id", None)
+    erid = getattr(p, "external_reference_id", None)
+    product_type = getattr(p, "product_type", None)
+    text = product_id or "?"
+    extras = [x for x in (f"ERID {erid}" if erid else None, product_type) if x]
+    return f"{text} ({', '.join(extras)})" if extras else text
+
+
+def task_view(facts: TaskFacts, alert: Alert) -> TaskView:
+    fields: list[tuple[str, str]] = [
+        ("Request type", facts.kind),
+        ("Status", facts.status),
+        ("Source", alert.source),
+        ("Received", format_api_time(facts.received_time)),
+    ]
+    if facts.finished_time is not None:
+        took = facts.finished_time - facts.received_time
+        fields.append(
+            ("Finished", f"{format_api_time(facts.finished_time)} (after {humanize(took)})")
+        )
+    elif alert.starts_at is not None:
+        fields.append(("Age", humanize(alert.starts_at - facts.received_time)))
+    if facts.products:
+        shown = ", ".join(_product(p) for p in facts.products[:MAX_PRODUCTS])
+        more = len(facts.products) - MAX_PRODUCTS
+        fields.append(("Products", shown + (f" and {more} more" if more > 0 else "")))
+    fields.extend(facts.attributes)
+    problems = [
+        *(("error", p.code, p.description) for p in facts.errors),
+        *(("deployment error", p.code, p.description) for p in facts.deployment_errors),
+        *(("deployment warning", p.code, p.description) for p in facts.deployment_warnings),
+    ]
+    return TaskView(
+        title=f"Task {facts.task_id}",
+        fields=tuple(fields),
+        problems=tuple(problems[:MAX_PROBLEMS]),
+        uri=facts.uri,
+        note=(
+            f"Error details unavailable: {facts.details_unavailable}"
+            if facts.details_unavailable
+            else None
+        ),
+    )
+
+
+def alert_view(alert: Alert) -> AlertView:
+    prefix = "RESOLVED: " if alert.state is AlertState.RESOLVED else ""
+    return AlertView(
+        alert=alert,
+        title=prefix + alert.title,
+        note=alert.note,
+        counts=alert.counts,
+        tasks=tuple(task_view(t, alert) for t in alert.tasks),
+    )
+
+
+def summary_line(n: Notification) -> str | None:
+    """``… and 4,990 more (DEPLOY_PRODUCT ×3,000, …)`` when a group is larger than shown."""
+    hidden = n.firing_total - sum(a.total for a in n.firing)
+    if hidden <= 0:
+        return None
+    by_kind = ", ".join(f"{k} ×{v:,}" for k, v in n.counts[:6])
+    return f"… and {hidden:,} more firing alerts in this group (by request type: {by_kind})"
+
+
+def plain_text(n: Notification) -> str:
+    """The whole notification as plain text (console, e-mail text part)."""
+    lines = [headline(n), ""]
+    if n.test:
+        lines.append("If you can read this, taskwarden can deliver to this receiver.")
+    for alert in (*n.firing, *n.resolved):
+        view = alert_view(alert)
+        lines.append(f"* {view.title} [{alert.severity.value}, rule {alert.rule}]")
+        if view.note:
+            lines.append(f"  {view.note}")
+        if view.counts:
+            lines.append("  By request type: " + ", ".join(f"{k} ×{v}" for k, v in view.counts))
+        for task in view.tasks:
+            lines.append(f"  {task.title}")
+            lines.extend(f"    {name}: {value}" for name, value in task.fields)
+            lines.extend(f"    {kind} {code}: {text}" for kind, code, text in task.problems)
+            if task.note:
+                lines.append(f"    {task.note}")
+            if task.uri:
+                lines.append(f"    {task.uri}")
+        lines.append("")
+    if (more := summary_line(n)) is not None:
+        lines.append(more)
+    return "\n".join(lines).rstrip() + "\n"
