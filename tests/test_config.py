@@ -69,9 +69,17 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "sources: [unclosed\n"))
 
 
-def test_the_shipped_example_is_valid() -> None:
+def test_the_shipped_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import Path
 
+    from taskwarden.wiring import build_alerting, build_notifiers
+
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__CATALOG_SLACK__SLACK__TOKEN", "xoxb-1")
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__PRICING_SLACK__SLACK__WEBHOOK_URL", "https://h/1")
     example = Path(__file__).parents[1] / "config" / "taskwarden.example.yaml"
     settings = load_settings(example)
     assert settings.sources["dr_prod"].interval == timedelta(seconds=60)
+    alerting = build_alerting(settings, example)
+    assert [t.name for t in alerting.teams] == ["catalog", "pricing"]
+    assert set(build_notifiers(settings)) == {"catalog_slack", "pricing_slack", "ops_mail"}
+    assert settings.receivers["catalog_slack"].slack is not None

@@ -15,7 +15,7 @@ from taskwarden.diff import TaskAppeared, diff
 from taskwarden.errors import SchemaTooNewError, StateLockedError
 from taskwarden.model import Phase, Product, Task
 from taskwarden.state import CycleCommit, open_state
-from taskwarden.state.schema import SCHEMA_VERSION
+from taskwarden.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 from .conftest import T0
 
@@ -139,3 +139,22 @@ def test_a_foreign_sqlite_database_is_moved_aside(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE customers (id INTEGER)")
     open_state(path, now=T0).close()
     assert len(list(tmp_path.glob("state.db.corrupt-*"))) == 1
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[1].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO sources (source, checkpoint_ms) VALUES ('dr', 1767225600000)")
+    conn.close()
+    store = open_state(path, now=T0)
+    try:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+        assert store.source_view("dr").checkpoint is not None
+        assert store.outbox_depth() == (0, None)
+        assert store.silences() == []
+    finally:
+        store.close()
