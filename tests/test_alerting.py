@@ -15,7 +15,6 @@ from taskwarden.matchers import parse_all
 from taskwarden.routing import Route, Silence
 from taskwarden.rules import BurstRule, FailedRule, StuckRule, Team
 from taskwarden.simulator.faults import Fault
-from taskwarden.simulator.slack import SlackServer, running_slack
 from taskwarden.sources.digitalriver import DigitalRiverSource
 from taskwarden.state import SqliteStateStore, open_state
 
@@ -30,10 +29,10 @@ from .alerting_harness import (
 from .helpers import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from taskwarden.simulator import Simulator
+    from taskwarden.simulator.slack import SlackServer
     from taskwarden.sources.digitalriver import DigitalRiverClient
 
 TEAM = Team(
@@ -51,19 +50,6 @@ TEAM = Team(
     ),
 )
 DEPLOY_ERRORS = [{"code": "price_missing", "description": "No price for USD"}]
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackServer]:
-    async with running_slack(SlackServer(min_interval=None, channels=("alerts", "ops"))) as server:
-        yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path, sim: Simulator) -> Iterator[SqliteStateStore]:
-    state = open_state(tmp_path / "state.db", now=sim.now())
-    yield state
-    state.close()
 
 
 @pytest.fixture

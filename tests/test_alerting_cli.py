@@ -23,7 +23,6 @@ from .helpers import TASKWARDEN, subprocess_env
 from .test_alerting import TEAM
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from taskwarden.simulator import Simulator
@@ -73,12 +72,6 @@ def env(slack: SlackServer) -> dict[str, str]:
         TASKWARDEN_SOURCES__DR__API_KEY=API_KEY,
         TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN=slack.token,
     )
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackServer]:
-    async with running_slack(SlackServer(min_interval=None)) as server:
-        yield server
 
 
 async def once(config: Path, slack: SlackServer, *extra: str) -> tuple[int, str]:

@@ -75,6 +75,7 @@ def test_the_shipped_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     from taskwarden.wiring import build_alerting, build_notifiers
 
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__CATALOG_SLACK__SLACK__TOKEN", "xoxb-1")
+    monkeypatch.setenv("TASKWARDEN_SOURCES__EP_STORE__CLIENT_SECRET", "s3cret")
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__PRICING_SLACK__SLACK__WEBHOOK_URL", "https://h/1")
     example = Path(__file__).parents[1] / "config" / "taskwarden.example.yaml"
     settings = load_settings(example)
@@ -83,3 +84,4 @@ def test_the_shipped_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [t.name for t in alerting.teams] == ["catalog", "pricing"]
     assert set(build_notifiers(settings)) == {"catalog_slack", "pricing_slack", "ops_mail"}
     assert settings.receivers["catalog_slack"].slack is not None
+    assert settings.sources["ep_store"].kind == "elasticpath"

@@ -15,7 +15,6 @@ from taskwarden.sources.digitalriver import DigitalRiverSource
 from taskwarden.state import SqliteStateStore, open_state
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from taskwarden.poller import CycleReport
@@ -25,13 +24,6 @@ if TYPE_CHECKING:
 SETTINGS = PollSettings(
     overlap=timedelta(minutes=5), initial_lookback=timedelta(hours=24), retention=timedelta(days=7)
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path, sim: Simulator) -> Iterator[SqliteStateStore]:
-    state = open_state(tmp_path / "state.db", now=sim.now())
-    yield state
-    state.close()
 
 
 @pytest.fixture

@@ -78,8 +78,10 @@ def cli(log_format: str, log_level: str) -> None:
 def simulate(host: str, port: int, api_key: str, tasks: int) -> None:
     """Run the Digital River / Elastic Path API simulator until interrupted.
 
-    Vendor endpoints: GET /v1/products/tasks[/{taskId}]. Control: POST /_sim/tasks,
-    /_sim/tasks/{id}/status, /_sim/generate, /_sim/faults, /_sim/clock; GET /_sim/stats.
+    Digital River: GET /v1/products/tasks[/{taskId}]. Elastic Path: POST /oauth/access_token
+    (client sim-client-id / sim-client-secret), GET /pcm/jobs[/{id}[/errors]].
+    Control: POST /_sim/tasks, /_sim/tasks/{id}/status, /_sim/generate, /_sim/faults,
+    /_sim/clock; GET /_sim/stats.
     """
     from taskwarden.simulator.standalone import serve_forever
 

@@ -20,8 +20,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -56,15 +58,22 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DigitalRiverSourceSettings(_Section):
-    kind: Literal["digitalriver"] = "digitalriver"
-    base_url: str = "https://api.digitalriver.com"
-    auth: Literal["basic", "bearer"] = "basic"
-    api_key: SecretStr | None = None
+class _PolledSource(_Section):
+    """What every source has: its schedule, its checkpoint overlap, retries and labels."""
+
     interval: Duration = timedelta(seconds=60)
     overlap: Duration = timedelta(minutes=5)
     initial_lookback: Duration = timedelta(hours=24)
@@ -75,15 +84,36 @@ class DigitalRiverSourceSettings(_Section):
     labels: dict[str, str] = Field(default_factory=dict)
     """Free labels on every alert from this source (``env: prod``), for matchers."""
 
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+
+class DigitalRiverSourceSettings(_PolledSource):
+    kind: Literal["digitalriver"] = "digitalriver"
+    base_url: HttpUrl = "https://api.digitalriver.com"
+    auth: Literal["basic", "bearer"] = "basic"
+    api_key: SecretStr | None = None
 
 
-SourceSettings = DigitalRiverSourceSettings
+class ElasticPathSourceSettings(_PolledSource):
+    kind: Literal["elasticpath"]
+    base_url: HttpUrl = "https://useast.api.elasticpath.com"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    page_limit: int = Field(default=100, ge=1, le=100)
+
+
+SOURCE_KINDS = ("digitalriver", "elasticpath")
+
+
+def _source_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "digitalriver"))
+    return str(getattr(value, "kind", "digitalriver"))
+
+
+SourceSettings = Annotated[
+    Annotated[DigitalRiverSourceSettings, Tag("digitalriver")]
+    | Annotated[ElasticPathSourceSettings, Tag("elasticpath")],
+    Discriminator(_source_kind),
+]
 
 
 def _check_name(name: str) -> str:
@@ -306,6 +336,9 @@ def format_validation_error(exc: ValidationError, path: Path | None) -> str:
     where = f" in {path}" if path else ""
     lines = [f"{exc.error_count()} problem(s) in the configuration{where}:"]
     for error in exc.errors():
-        location = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
+            del loc[2]  # the union's tag: the source's kind is already in the file
+        location = ".".join(str(p) for p in loc) or "(top level)"
         lines.append(f"  {location}: {error['msg']}")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from taskwarden.alerting import Alerting
+from taskwarden.config import ElasticPathSourceSettings
 from taskwarden.errors import ConfigError
 from taskwarden.health import HealthSettings
 from taskwarden.logs import register_secret
@@ -20,6 +21,7 @@ from taskwarden.outbox import DeliverySettings
 from taskwarden.poller import PollSettings
 from taskwarden.routing import Route, Silence
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
+from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
 from taskwarden.sources.http import RetryPolicy
 from taskwarden.teams import load_teams
 from taskwarden.timeutil import as_utc
@@ -42,8 +44,13 @@ class ConfiguredSource:
 
 def register_settings_secrets(settings: Settings) -> None:
     for source in settings.sources.values():
-        if source.api_key is not None:
-            register_secret(source.api_key.get_secret_value())
+        secret = (
+            source.client_secret
+            if isinstance(source, ElasticPathSourceSettings)
+            else source.api_key
+        )
+        if secret is not None:
+            register_secret(secret.get_secret_value())
     for receiver in settings.receivers.values():
         secrets = []
         if receiver.slack is not None:
@@ -158,15 +165,40 @@ def build_notifiers(settings: Settings) -> dict[str, Notifier]:
     return {name: build_notifier(name, config) for name, config in settings.receivers.items()}
 
 
+def _missing(name: str, key: str, what: str) -> ConfigError:
+    return ConfigError(
+        f"source '{name}' has no {what}: set TASKWARDEN_SOURCES__{name.upper()}__{key.upper()} "
+        f"or provide the credential file sources__{name}__{key}"
+    )
+
+
 def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> ConfiguredSource:
-    if config.api_key is None:
-        raise ConfigError(
-            f"source '{name}' has no API key: set TASKWARDEN_SOURCES__{name.upper()}__API_KEY "
-            f"or provide the credential file sources__{name}__api_key"
-        )
+    poll = PollSettings(
+        overlap=config.overlap,
+        initial_lookback=config.initial_lookback,
+        retention=config.retention,
+    )
     retry = RetryPolicy(
         attempts=config.retry_attempts, total_timeout=config.retry_total.total_seconds()
     )
+    interval = config.interval.total_seconds()
+    if isinstance(config, ElasticPathSourceSettings):
+        if not config.client_id:
+            raise ConfigError(f"source '{name}' has no client_id")
+        if config.client_secret is None:
+            raise _missing(name, "client_secret", "client secret")
+        ep = ElasticPathClient(
+            http,
+            base_url=config.base_url,
+            client_id=config.client_id,
+            client_secret=config.client_secret.get_secret_value(),
+            source_name=name,
+            retry=retry,
+            page_limit=config.page_limit,
+        )
+        return ConfiguredSource(ElasticPathSource(ep), poll, interval)
+    if config.api_key is None:
+        raise _missing(name, "api_key", "API key")
     client = DigitalRiverClient(
         http,
         base_url=config.base_url,
@@ -174,12 +206,7 @@ def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> 
         source_name=name,
         retry=retry,
     )
-    poll = PollSettings(
-        overlap=config.overlap,
-        initial_lookback=config.initial_lookback,
-        retention=config.retention,
-    )
-    return ConfiguredSource(DigitalRiverSource(client), poll, config.interval.total_seconds())
+    return ConfiguredSource(DigitalRiverSource(client), poll, interval)
 
 
 async def open_http(stack: AsyncExitStack, settings: Settings) -> httpx.AsyncClient:

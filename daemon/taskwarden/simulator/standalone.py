@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import structlog
 
+from taskwarden.simulator.elasticpath import install_elasticpath
 from taskwarden.simulator.server import Simulator, running_simulator
 
 log = structlog.get_logger(__name__)
@@ -15,6 +16,8 @@ log = structlog.get_logger(__name__)
 
 async def serve_forever(*, host: str, port: int, api_key: str, tasks: int) -> int:
     sim = Simulator(api_key=api_key)
+    # Elastic Path side: client id "sim-client-id", secret "sim-client-secret".
+    install_elasticpath(sim)
     if tasks:
         now = sim.now()
         sim.generate(tasks, begin=now - timedelta(days=29), end=now)
