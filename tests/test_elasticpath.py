@@ -87,7 +87,7 @@ async def test_documented_error_bodies_become_typed_errors(
             return web.json_response({"access_token": "t", "expires_in": 3600})
         return web.json_response(bodies[status], status=status)
 
-    from taskwarden.simulator.server import serve_app
+    from taskwarden.httpserver import serve_app
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)

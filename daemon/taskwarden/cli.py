@@ -131,6 +131,37 @@ def state(config: Path, as_json: bool) -> None:
     _call(lambda: show_state(config, as_json=as_json))
 
 
+@cli.command()
+@CONFIG_OPTION
+def run(config: Path) -> None:
+    """Run the daemon: poll every source on its interval, alert, deliver, until stopped.
+
+    SIGTERM / SIGINT finish the current cycle and flush the outbox (within
+    daemon.shutdown_grace), then exit 0. SIGHUP reloads the configuration; an invalid one is
+    rejected and the running one kept. Health: /healthz, /readyz, /metrics on
+    daemon.health_bind.
+    """
+    from taskwarden.service.daemon import Daemon
+
+    _run(Daemon(config).run())
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option(
+    "--connect", is_flag=True, help="Also check API credentials, Slack auth.test and SMTP login."
+)
+def check(config: Path, connect: bool) -> None:
+    """Validate the configuration and team files, reporting every error at once.
+
+    Exit 0 when valid (and every connection passed), 1 when a connection failed, 2 when
+    the configuration is invalid.
+    """
+    from taskwarden.service.check import run_check
+
+    _run(run_check(config, connect=connect))
+
+
 @cli.command("test-notify")
 @CONFIG_OPTION
 @click.argument("receiver")

@@ -233,6 +233,18 @@ class HealthConfig(_Section):
     unreachable_after: Duration = timedelta(minutes=15)
 
 
+class DaemonSettings(_Section):
+    health_bind: str = Field(default="127.0.0.1:9464", pattern=r"^\[?[^\]]*\]?:\d+$")
+    """Where /healthz, /readyz and /metrics listen (host:port; loopback by default)."""
+    readiness_factor: float = Field(default=3.0, ge=1.0)
+    """A source is unready when its last successful poll is older than this × its interval."""
+    jitter: float = Field(default=0.1, ge=0.0, le=0.5)
+    """Random spread of poll times, as a share of the interval."""
+    deliver_interval: Duration = timedelta(seconds=2)
+    shutdown_grace: Duration = timedelta(seconds=20)
+    """On SIGTERM: finish the current cycle and flush the outbox within this time."""
+
+
 class NotificationSettings(_Section):
     fallback_receiver: str | None = None
     """Told when a notification is given up (it bypasses the routing tree)."""
@@ -264,6 +276,7 @@ class Settings(BaseSettings):
     silences: list[SilenceSettings] = Field(default_factory=list)
     health: HealthConfig = HealthConfig()
     notifications: NotificationSettings = NotificationSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     @model_validator(mode="after")
     def _routes_name_receivers(self) -> Settings:
@@ -335,10 +348,42 @@ def load_settings(path: Path | str | None, *, secrets_dir: Path | None = None) -
 def format_validation_error(exc: ValidationError, path: Path | None) -> str:
     where = f" in {path}" if path else ""
     lines = [f"{exc.error_count()} problem(s) in the configuration{where}:"]
+    tree = _yaml_tree(path)
     for error in exc.errors():
         loc = list(error["loc"])
         if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
             del loc[2]  # the union's tag: the source's kind is already in the file
         location = ".".join(str(p) for p in loc) or "(top level)"
-        lines.append(f"  {location}: {error['msg']}")
+        line = _line_of(tree, loc)
+        at = f" (line {line})" if line is not None else ""
+        lines.append(f"  {location}{at}: {error['msg']}")
     return "\n".join(lines)
+
+
+def _yaml_tree(path: Path | None) -> yaml.Node | None:
+    if path is None:
+        return None
+    try:
+        return yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _line_of(node: yaml.Node | None, loc: list[int | str]) -> int | None:
+    """The YAML line of the deepest key along ``loc`` that the file has (1-based)."""
+    line = None
+    for step in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if k.value == str(step)), None)
+            if found is None:
+                break
+            line = found[0].start_mark.line + 1
+            node = found[1]
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value)
+        ):
+            node = node.value[step]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

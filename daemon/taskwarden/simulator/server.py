@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from taskwarden.httpserver import serve_app
 from taskwarden.simulator.faults import Fault, FaultQueue
 from taskwarden.simulator.taskstore import (
     DR_STATUSES,
@@ -442,22 +443,6 @@ class Simulator:
                 "now": _fmt(self.now_ms()),
             }
         )
-
-
-@asynccontextmanager
-async def serve_app(app: web.Application, *, host: str, port: int) -> AsyncIterator[str]:
-    """Serve an aiohttp application for the duration of the block; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager

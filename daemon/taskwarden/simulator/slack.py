@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from taskwarden.httpserver import serve_app
 from taskwarden.simulator.faults import Fault, FaultQueue
-from taskwarden.simulator.server import serve_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from taskwarden.model import Observation, TaskDetails
+    from taskwarden.sources.http import ApiTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,15 @@ class Source(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def transport(self) -> ApiTransport:
+        """The HTTP layer, whose call counters the metrics endpoint reads."""
+        ...
+
+    async def check(self) -> str:
+        """One cheap authenticated call (``check --connect``); a line for humans."""
+        ...
 
     async def observe(
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta

@@ -293,8 +293,16 @@ class DigitalRiverSource:
     def name(self) -> str:
         return self._client.source_name
 
+    @property
+    def transport(self) -> ApiTransport:
+        return self._client.transport
+
     async def details(self, task_id: str) -> TaskDetails:
         return await self._client.get_task(task_id)
+
+    async def check(self) -> str:
+        listing = await self._client.list_page(TaskQuery(limit=1))
+        return f"listed tasks ({listing.total_size} in the default window)"
 
     async def observe(
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta

@@ -281,6 +281,14 @@ class ElasticPathSource:
     def name(self) -> str:
         return self._client.source_name
 
+    @property
+    def transport(self) -> ApiTransport:
+        return self._client.transport
+
+    async def check(self) -> str:
+        jobs, _, _ = await self._client.list_page(0)
+        return f"token issued, jobs listed ({len(jobs)} on the first page)"
+
     async def details(self, task_id: str) -> TaskDetails:
         job = await self._client.get_job(task_id)
         errors = await self._client.get_errors(task_id) if job.phase is Phase.FAILED else ()

@@ -127,6 +127,8 @@ class ApiTransport:
         self._retry = retry
         self.calls: Counter[str] = Counter()
         """Attempts per endpoint label, retries included: what the vendor bills and limits."""
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        """Attempts per (endpoint, HTTP status or ``error``), for the metrics endpoint."""
 
     @property
     def total_calls(self) -> int:
@@ -194,16 +196,19 @@ class ApiTransport:
                 auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
+            self.outcomes[endpoint, "error"] += 1
             raise ConnectionFailedError(
                 f"{self._vendor} did not answer {what} in time ({type(exc).__name__})",
                 source=self._source,
             ) from exc
         except httpx.TransportError as exc:
+            self.outcomes[endpoint, "error"] += 1
             raise ConnectionFailedError(
                 f"{self._vendor} connection failed during {what}: {type(exc).__name__}: {exc}",
                 source=self._source,
             ) from exc
         status = response.status_code
+        self.outcomes[endpoint, str(status)] += 1
         if 200 <= status < 300:
             try:
                 return response.json()

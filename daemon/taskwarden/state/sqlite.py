@@ -306,6 +306,12 @@ class SqliteStateStore:
     def outbox_depth(self) -> tuple[int, datetime | None]:
         return alertstore.outbox_depth(self._conn)
 
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        rows = self._conn.execute(
+            "SELECT source, status, COUNT(*) FROM tasks GROUP BY source, status"
+        ).fetchall()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
     def outbox(self) -> list[sqlite3.Row]:
         """Every outbox row, oldest first (inspection and tests)."""
         return self._conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()

@@ -1,0 +1,1 @@
+"""The long-running daemon: scheduler, lifecycle, health endpoint, metrics, systemd."""

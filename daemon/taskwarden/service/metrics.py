@@ -1,0 +1,118 @@
+"""Prometheus metrics (prometheus-client), on a registry of the daemon's own.
+
+Counters the daemon increments (polls, their duration, alerts) are ordinary metrics; what
+already lives elsewhere (API call counters in each source's transport, delivery totals in
+the sender, outbox depth and task counts in the state) is read at scrape time by a
+collector, so there is a single source of truth for each figure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from datetime import datetime
+
+    from prometheus_client.core import Metric
+
+    from taskwarden.outbox import DeliveryReport
+    from taskwarden.sources.base import Source
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Observable(Protocol):
+    """What the collector reads from the running daemon at scrape time."""
+
+    def sources(self) -> Mapping[str, Source]: ...
+    def delivery_totals(self) -> DeliveryReport: ...
+    def outbox(self) -> tuple[int, float | None]:
+        """Pending entries and the age of the oldest, in seconds."""
+        ...
+
+    def task_counts(self) -> Mapping[tuple[str, str], int]: ...
+    def last_success(self) -> Mapping[str, datetime]: ...
+
+
+class _LiveCollector(Collector):
+    def __init__(self, daemon: Observable) -> None:
+        self._daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "taskwarden_api_calls",
+            "Vendor API requests by source, endpoint and HTTP status (retries included)",
+            labels=["source", "endpoint", "status"],
+        )
+        for name, source in sorted(self._daemon.sources().items()):
+            for (endpoint, status), count in sorted(source.transport.outcomes.items()):
+                calls.add_metric([name, endpoint, status], count)
+        yield calls
+        delivered = CounterMetricFamily(
+            "taskwarden_notifications",
+            "Notifications by receiver and result (sent, retried, given_up)",
+            labels=["receiver", "result"],
+        )
+        totals = self._daemon.delivery_totals()
+        for result, counter in (
+            ("sent", totals.sent),
+            ("retried", totals.retried),
+            ("given_up", totals.dead),
+        ):
+            for receiver, count in sorted(counter.items()):
+                delivered.add_metric([receiver, result], count)
+        yield delivered
+        depth, oldest = self._daemon.outbox()
+        yield GaugeMetricFamily("taskwarden_outbox_depth", "Notifications waiting", value=depth)
+        yield GaugeMetricFamily(
+            "taskwarden_outbox_oldest_age_seconds",
+            "Age of the oldest waiting notification (0 when empty)",
+            value=oldest or 0.0,
+        )
+        tasks = GaugeMetricFamily(
+            "taskwarden_tasks", "Tracked tasks by source and status", labels=["source", "status"]
+        )
+        for (source_name, status), count in sorted(self._daemon.task_counts().items()):
+            tasks.add_metric([source_name, status], count)
+        yield tasks
+        last = GaugeMetricFamily(
+            "taskwarden_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll of each source",
+            labels=["source"],
+        )
+        for name, moment in sorted(self._daemon.last_success().items()):
+            last.add_metric([name], moment.timestamp())
+        yield last
+
+
+class Metrics:
+    def __init__(self, daemon: Observable) -> None:
+        self.registry = CollectorRegistry()
+        self.polls = Counter(
+            "taskwarden_polls",
+            "Poll cycles by source and outcome (ok, failed)",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.poll_seconds = Histogram(
+            "taskwarden_poll_duration_seconds",
+            "Duration of poll cycles",
+            ["source"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "taskwarden_alerts",
+            "Alert changes by source and kind (fired, resolved)",
+            ["source", "change"],
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(daemon))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
