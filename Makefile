@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest bench-smoke demo bench clean
+.PHONY: test lint lint-deploy typecheck pytest bench-smoke demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,11 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint typecheck pytest bench-smoke
+test: lint lint-deploy typecheck pytest bench-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
+
+# Dockerfile (hadolint) and Kubernetes manifests (against the API schemas, strict);
+# the systemd unit is checked by tests/test_packaging.py with systemd-analyze verify.
+lint-deploy: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

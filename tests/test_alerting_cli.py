@@ -187,7 +187,10 @@ def test_config_rejects_routes_to_unknown_receivers(tmp_path: Path) -> None:
     config.write_text(head + "  routes:\n    - {receiver: console_out, matchers: ['bad']}\n")
     result = CliRunner().invoke(cli, ["state", "-c", str(config)])
     assert result.exit_code == 2
-    assert "route.routes.0.matchers (line 6): Value error, matcher 'bad' is not of the form" in result.output
+    assert (
+        "route.routes.0.matchers (line 6): Value error, matcher 'bad' is not of the form"
+        in result.output
+    )
 
 
 async def test_sender_honours_slack_rate_limit(
