@@ -4,6 +4,7 @@ import asyncio
 import signal
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from taskwarden import __version__
@@ -62,8 +63,19 @@ async def test_simulate_serves_until_sigterm() -> None:
             await proc.wait()
 
 
-def test_demo_runs_the_scenario_and_ends_by_itself() -> None:
-    result = CliRunner().invoke(cli, ["--log-level", "warning", "demo", "--cycles", "4"])
+@pytest.mark.slow
+def test_demo_runs_the_daemon_and_ends_by_itself_with_a_summary() -> None:
+    result = CliRunner().invoke(cli, ["--log-level", "warning", "demo"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("-> FAILED  <-- would alert") == 2
-    assert "done: 4 cycles" in result.output
+    slack_lines = [line for line in result.output.splitlines() if "slack #alerts <-" in line]
+    texts = "\n".join(slack_lines)
+    assert "[CRITICAL] FIRING: DEPLOY_PRODUCT failed" in texts
+    assert "[CRITICAL] FIRING: RETIRE_PRODUCT failed" in texts
+    assert "product-import failed" in texts
+    assert "stuck in PROCESSING" in texts
+    assert "[RESOLVED]" in texts
+    assert "(in thread)" in texts
+    assert "Failure burst: 27 failed tasks" in texts
+    assert len(slack_lines) == 6  # 25 failures at once are one message
+    assert "PRICE_MISSING" in result.output  # the console receiver shows the error details
+    assert "0 left in the outbox" in result.output

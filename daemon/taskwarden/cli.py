@@ -232,15 +232,16 @@ def silence_expire(config: Path, silence_id: str) -> None:
 
 
 @cli.command()
-@click.option("--cycles", type=click.IntRange(1, 100), default=8, show_default=True)
-def demo(cycles: int) -> None:
-    """Run the poller against a scripted simulator scenario and show what it detects.
+def demo() -> None:
+    """Run the real daemon against a scripted simulator scenario and show each alert.
 
-    Needs no credentials and no network; ends by itself within a few seconds.
+    Failed deploys with error details, a failed Elastic Path import, a task that hangs and
+    then completes, a burst of failures; delivered to the console and to a Slack-compatible
+    endpoint on loopback. Needs no credentials and no network; ends by itself in about 20 s.
     """
     from taskwarden.demo import run_demo
 
-    _run(run_demo(cycles=cycles))
+    _run(run_demo())
 
 
 def main() -> None:

@@ -1,83 +1,184 @@
-"""``taskwarden demo``: the real poll cycle against a scripted simulator scenario.
+"""``taskwarden demo``: the real daemon against a scripted simulator scenario.
 
-No credentials, no network beyond loopback; ends by itself. Until notifications land it
-shows what the poller detects; the alerting demo builds on this script.
+The simulator (Digital River and Elastic Path), a Slack-compatible endpoint on loopback and
+the daemon (`taskwarden run`, with one-second intervals) run in this process. A script
+changes tasks as a catalogue team would: a few changes, two failed deploys with error
+details, a failed Elastic Path import, a task that hangs in PROCESSING and later completes,
+and a burst of failures. Each message is shown as it reaches Slack; the console receiver
+prints the full text. No credentials and no network; it ends by itself with a summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
-from datetime import timedelta
+import time
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import httpx
 
-from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared
-from taskwarden.poller import PollSettings, poll_once
+from taskwarden.service.daemon import Daemon
 from taskwarden.simulator import Simulator, running_simulator
-from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
+from taskwarden.simulator.elasticpath import install_elasticpath
+from taskwarden.simulator.slack import SlackServer, running_slack
 from taskwarden.state import open_state
 
+if TYPE_CHECKING:
+    from taskwarden.simulator.elasticpath import ElasticPathJobs
+    from taskwarden.simulator.slack import SlackMessage
+
 KEY = "demo-api-key"
-SETTINGS = PollSettings(overlap=timedelta(seconds=5), initial_lookback=timedelta(hours=1))
+EP_SECRET = "demo-client-secret"  # noqa: S105 - the simulator's demo credential
+
+TEAM = """\
+team: catalog
+rules:
+  - {name: failed-deploys, type: failed, severity: critical,
+     matchers: ['kind=~"DEPLOY_PRODUCT|RETIRE_PRODUCT"']}
+  - {name: failed-tasks, type: failed, severity: warning}
+  - {name: stuck, type: stuck, after: 6s}
+  - {name: failure-burst, type: burst, threshold: 10, window: 1m}
+"""
 
 
-def scenario(sim: Simulator) -> dict[int, list[tuple[str, str]]]:
-    """Tasks created up front, and which status each one takes at which cycle."""
-    deploy = sim.add_task(request_type="DEPLOY_PRODUCT", status="PUBLISHED")
-    retire = sim.add_task(request_type="RETIRE_PRODUCT", status="PUBLISHED")
-    update = sim.add_task(request_type="UPDATE_PRODUCT", status="PUBLISHED")
-    hang = sim.add_task(request_type="DEPLOY_PRODUCT", status="PROCESSING")
-    return {
-        2: [(deploy.task_id, "PROCESSING"), (update.task_id, "COMPLETED")],
-        3: [(deploy.task_id, "FAILED"), (retire.task_id, "FAILED")],
-        6: [(hang.task_id, "COMPLETED")],
-    }
+def _config(tmp: Path, sim: Simulator, slack: SlackServer) -> Path:
+    (tmp / "teams").mkdir()
+    (tmp / "teams" / "catalog.yaml").write_text(TEAM)
+    config = tmp / "taskwarden.yaml"
+    config.write_text(
+        f"""\
+state: {{path: {tmp / "state.db"}}}
+sources:
+  demo_dr: {{base_url: {sim.base_url}, interval: 1s, overlap: 5s, initial_lookback: 1h}}
+  demo_ep:
+    kind: elasticpath
+    base_url: {sim.base_url}
+    client_id: demo-client
+    interval: 1s
+    overlap: 5s
+    initial_lookback: 1h
+teams: ["teams/*.yaml"]
+receivers:
+  slack: {{slack: {{channel: alerts, base_url: {slack.api_url}, min_interval: 0.2s}}}}
+  console: {{console: true}}
+route:
+  receiver: console
+  group_by: [team, rule, source, kind]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 1h
+  routes:
+    - {{receiver: slack, matchers: ['team=~".+"'], continue: true}}
+    - {{receiver: console, matchers: ['team=~".+"']}}
+notifications: {{fallback_receiver: console}}
+daemon: {{health_bind: "127.0.0.1:0", deliver_interval: 0.25s, shutdown_grace: 10s}}
+"""
+    )
+    return config
 
 
-async def run_demo(cycles: int = 8, interval: float = 1.0) -> int:
+def _show(started: float) -> object:
+    def show(message: SlackMessage) -> None:
+        where = "  (in thread)" if message.thread_ts else ""
+        at = time.monotonic() - started
+        click.secho(f"[{at:5.1f}s] slack #{message.channel} <- {message.text}{where}", fg="cyan")
+
+    return show
+
+
+async def _script(sim: Simulator, ep: ElasticPathJobs) -> None:
+    echo = click.echo
+    await asyncio.sleep(1.5)
+    echo("script: a deploy, a retire, an update and an import are submitted")
+    deploy = sim.add_task(request_type="DEPLOY_PRODUCT", status="PROCESSING")
+    retire = sim.add_task(request_type="RETIRE_PRODUCT", status="PROCESSING")
+    hang = sim.add_task(request_type="UPDATE_PRODUCT", status="PROCESSING")
+    job = ep.add_job(status="started", job_type="product-import")
+    await asyncio.sleep(2)
+    echo("script: the deploy and the retire fail (with deployment errors)")
+    sim.set_status(
+        deploy.task_id,
+        "FAILED",
+        deployment_errors=[{"code": "PRICE_MISSING", "description": "No price for locale de_DE"}],
+    )
+    sim.set_status(
+        retire.task_id,
+        "FAILED",
+        errors=[{"code": "LIVE_ORDERS", "description": "Product has open subscriptions"}],
+    )
+    await asyncio.sleep(2)
+    echo("script: the Elastic Path product import fails")
+    ep.set_status(job.job_id, "failed", errors=["Row 17: sku is empty", "Row 42: bad price"])
+    await asyncio.sleep(6)
+    echo(f"script: the update {hang.task_id[:8]} has hung in PROCESSING; now it completes")
+    sim.set_status(hang.task_id, "COMPLETED")
+    await asyncio.sleep(2)
+    echo("script: a bad catalogue import: 25 updates fail at once")
+    burst = [sim.add_task(request_type="UPDATE_VARIATION", status="PROCESSING") for _ in range(25)]
+    await asyncio.sleep(1.5)
+    for task in burst:
+        sim.set_status(task.task_id, "FAILED")
+    await asyncio.sleep(5)
+
+
+async def run_demo() -> int:
     sim = Simulator(api_key=KEY)
-    plan = scenario(sim)
+    ep = install_elasticpath(sim, client_id="demo-client", client_secret=EP_SECRET)
+    for _ in range(5):
+        sim.add_task(request_type="CREATE_PRODUCT", status="COMPLETED")
+    started = time.monotonic()
+    slack = SlackServer(min_interval=0.2)
+    slack.on_message.append(_show(started))  # type: ignore[arg-type]
+    secrets = {
+        "TASKWARDEN_SOURCES__DEMO_DR__API_KEY": KEY,
+        "TASKWARDEN_SOURCES__DEMO_EP__CLIENT_SECRET": EP_SECRET,
+        "TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN": slack.token,
+    }
+    saved = {name: os.environ.get(name) for name in secrets}
+    os.environ.update(secrets)
+    try:
+        return await _run(sim, ep, slack, started)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def _run(sim: Simulator, ep: ElasticPathJobs, slack: SlackServer, started: float) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_state(Path(tmp) / "demo.db", now=sim.now())
+        async with running_simulator(sim), running_slack(slack):
+            config = _config(Path(tmp), sim, slack)
+            daemon = Daemon(config, handle_signals=False)
+            running = asyncio.create_task(daemon.run())
+            ready = asyncio.create_task(daemon.ready.wait())
+            await asyncio.wait({running, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                ready.cancel()
+                return running.result()  # raises the daemon's start-up error
+            click.echo(
+                f"simulator {sim.base_url}, Slack {slack.base_url}, health {daemon.health_url}; "
+                "polling every 1s"
+            )
+            await _script(sim, ep)
+            daemon.request_stop()
+            code = await running
+        store = open_state(Path(tmp) / "state.db", now=sim.now(), lock=False)
         try:
-            async with running_simulator(sim), httpx.AsyncClient(timeout=5) as http:
-                click.echo(f"simulator at {sim.base_url}; polling every {interval:g}s")
-                client = DigitalRiverClient(
-                    http, base_url=sim.base_url, auth=make_auth("basic", KEY), source_name="demo"
-                )
-                source = DigitalRiverSource(client)
-                calls = 0
-                for cycle in range(1, cycles + 1):
-                    for task_id, status in plan.get(cycle, []):
-                        sim.set_status(task_id, status, deployment_errors=_errors(status))
-                    report = await poll_once(source, store, SETTINGS, sim.now())
-                    calls += report.api_calls
-                    for event in report.events:
-                        line = _describe(event)
-                        if line:
-                            click.echo(f"cycle {cycle}: {line}")
-                    await asyncio.sleep(interval)
+            rules = Counter(r["rule"] for r in store.alerts())
+            sent = sum(1 for r in store.outbox() if r["state"] == "sent")
+            pending, _ = store.outbox_depth()
         finally:
             store.close()
-    click.echo(f"done: {cycles} cycles, {calls} API calls. Alerts and notifications: coming next.")
-    return 0
-
-
-def _errors(status: str) -> list[dict[str, str]] | None:
-    if status != "FAILED":
-        return None
-    return [{"errorCode": "PRICE_MISSING", "description": "No price for locale de_DE"}]
-
-
-def _describe(event: object) -> str | None:
-    if isinstance(event, TaskAppeared):
-        return f"new {event.task.kind} {event.task.task_id[:8]} is {event.task.status}"
-    if isinstance(event, StatusChanged):
-        mark = "FAILED  <-- would alert" if event.new == "FAILED" else event.new
-        return f"{event.task.kind} {event.task.task_id[:8]}: {event.old} -> {mark}"
-    if isinstance(event, StillOpen) and event.task.status == "PROCESSING":
-        return f"{event.task.kind} {event.task.task_id[:8]} still PROCESSING"
-    return None
+    click.echo("")
+    click.echo(
+        f"done in {time.monotonic() - started:.0f}s: alerts by rule {dict(sorted(rules.items()))}; "
+        f"{len(slack.messages)} Slack message(s), {sent} notification(s) delivered, "
+        f"{pending} left in the outbox; "
+        f"{sum(sim.requests.values())} vendor API calls"
+    )
+    return code
