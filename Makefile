@@ -30,15 +30,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-# The benchmark is not a timed test; this only proves it still runs (smallest size).
+# The benchmarks are not timed tests; this only proves they still run (smallest sizes).
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/poll_cycle.py --sizes 1000
+	$(BIN)/python bench/compare.py --sizes 1000 --transitions 20 --storm 200
 
 demo: $(STAMP)
 	$(BIN)/taskwarden demo
 
+# taskwarden against the naive cron poller: 1k / 10k / 100k tasks, latency, storm (~10 min).
 bench: $(STAMP)
-	$(BIN)/python bench/poll_cycle.py
+	$(BIN)/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

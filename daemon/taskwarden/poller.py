@@ -83,6 +83,7 @@ async def poll_once(
     cycle_id = next(_cycle_ids)
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(source=source.name, cycle=cycle_id):
+        calls_before = source.transport.total_calls  # scan, refreshes and detail enrichment
         view = store.source_view(source.name)
         baseline = store.needs_baseline(source.name)
         observation = await source.observe(
@@ -125,7 +126,7 @@ async def poll_once(
                 now=now,
                 baseline=baseline,
                 strategy=observation.strategy,
-                api_calls=observation.api_calls,
+                api_calls=source.transport.total_calls - calls_before,
                 prune_before=prune_before,
                 alerts=alerting.route_output(output),
             ),
@@ -137,7 +138,7 @@ async def poll_once(
             events=tuple(events),
             baseline=baseline,
             strategy=observation.strategy,
-            api_calls=observation.api_calls,
+            api_calls=source.transport.total_calls - calls_before,
             rejected=observation.rejected,
             checkpoint=observation.checkpoint,
             duration=time.perf_counter() - started,

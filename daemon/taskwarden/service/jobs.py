@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from taskwarden.poller import poll_or_report
+from taskwarden.service.memory import release_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,6 +66,7 @@ async def poll_source(ctx: JobContext, name: str) -> None:
     if isinstance(result, Exception):
         ctx.metrics.polls.labels(name, "failed").inc()
         return
+    release_after(len(result.events))
     ctx.metrics.polls.labels(name, "ok").inc()
     ctx.metrics.alerts.labels(name, "fired").inc(result.alerts_fired)
     ctx.metrics.alerts.labels(name, "resolved").inc(result.alerts_resolved)

@@ -16,6 +16,7 @@ Polling model, and why:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -129,16 +130,22 @@ class Listing:
 
 
 def task_from_payload(payload: TaskPayload, source_name: str) -> Task:
+    # Statuses, request types and product types repeat across 100k tasks: one copy each.
     return Task(
         source=source_name,
         task_id=payload.task_id,
-        status=payload.task_status,
+        status=sys.intern(payload.task_status),
         phase=phase_of(payload.task_status),
-        kind=payload.request_type,
+        kind=sys.intern(payload.request_type),
         received_time=payload.received_time,
         finished_time=payload.finished_time,
         products=tuple(
-            Product(p.product_id, p.external_reference_id, p.product_type) for p in payload.products
+            Product(
+                p.product_id,
+                p.external_reference_id,
+                sys.intern(p.product_type) if p.product_type else None,
+            )
+            for p in payload.products
         ),
         uri=payload.uri,
     )
