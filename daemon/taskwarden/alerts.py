@@ -9,7 +9,7 @@ state, notifications in the outbox), so both have a versioned JSON form.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -109,7 +109,6 @@ class Notification:
     created_at: datetime | None = None
     follow_up: bool = False
     """Not the first message of its group: goes into the group's Slack thread."""
-    meta: dict[str, str] = field(default_factory=dict)
 
     @property
     def severity(self) -> Severity:
@@ -243,7 +242,6 @@ def encode_notification(notification: Notification) -> str:
         "test": n.test,
         "createdAt": _ms(n.created_at),
         "followUp": n.follow_up,
-        "meta": n.meta,
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -264,7 +262,6 @@ def decode_notification(text: str) -> Notification:
         test=bool(data["test"]),
         created_at=_dt(data.get("createdAt")),
         follow_up=bool(data.get("followUp", False)),
-        meta={str(k): str(v) for k, v in (data.get("meta") or {}).items()},
     )
 
 

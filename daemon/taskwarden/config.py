@@ -37,6 +37,7 @@ from pydantic_settings import (
 )
 
 from taskwarden.errors import ConfigError
+from taskwarden.matchers import parse_all
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -192,8 +193,6 @@ class ReceiverSettings(_Section):
 
 
 def _check_matchers(value: list[str]) -> list[str]:
-    from taskwarden.matchers import parse_all
-
     parse_all(value)
     return value
 

@@ -57,31 +57,51 @@ def source_health(
     if isinstance(error, AuthenticationError):
         if auth_key in active:
             return RuleOutput()
-        alert = Alert(
-            key=auth_key,
-            rule=HEALTH_RULE,
-            source=source,
-            severity=settings.severity,
-            labels=_labels(settings, source, HEALTH_RULE, "authentication"),
-            title=f"{source}: the API rejects taskwarden's credentials; nothing is being watched",
-            one_shot=False,
-            starts_at=since,
+        title = f"{source}: the API rejects taskwarden's credentials; nothing is being watched"
+        return _fire(
+            settings,
+            source,
+            auth_key,
+            problem="authentication",
+            title=title,
+            since=since,
             note=str(error),
         )
-        return RuleOutput(fired=(alert,))
     down_for = now - since
     if down_key in active or down_for < settings.unreachable_after:
         return RuleOutput()
+    title = f"{source}: polling has failed for {humanize(down_for)}"
+    return _fire(
+        settings,
+        source,
+        down_key,
+        problem="unreachable",
+        title=title,
+        since=since,
+        note=f"last error: {error}",
+    )
+
+
+def _fire(
+    settings: HealthSettings,
+    source: str,
+    key: str,
+    *,
+    problem: str,
+    title: str,
+    since: datetime,
+    note: str,
+) -> RuleOutput:
     alert = Alert(
-        key=down_key,
+        key=key,
         rule=HEALTH_RULE,
         source=source,
         severity=settings.severity,
-        labels=_labels(settings, source, HEALTH_RULE, "unreachable"),
-        title=f"{source}: polling has failed for {humanize(down_for)}",
+        labels=_labels(settings, source, HEALTH_RULE, problem),
+        title=title,
         one_shot=False,
         starts_at=since,
-        note=f"last error: {error}",
+        note=note,
     )
     return RuleOutput(fired=(alert,))
 

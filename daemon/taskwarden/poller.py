@@ -97,6 +97,7 @@ async def poll_once(
             source, wants_details(alerting.teams, events, baseline), alerting.max_details
         )
         window = alerting.burst_window
+        active = store.active_alerts(source.name)
         output = evaluate(
             alerting.teams,
             RuleInput(
@@ -105,7 +106,7 @@ async def poll_once(
                 now=now,
                 baseline=baseline,
                 source_labels=alerting.source_labels.get(source.name, ()),
-                active=store.active_alerts(source.name),
+                active=active,
                 recent_failures=store.recent_failures(source.name, now - window) if window else (),
                 details=details,
             ),
@@ -115,7 +116,7 @@ async def poll_once(
             None,
             failing_since=None,
             now=now,
-            active=store.active_alerts(source.name),
+            active=active,
             settings=alerting.health,
         )
         notifications = store.commit_cycle(

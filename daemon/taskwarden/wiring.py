@@ -76,6 +76,13 @@ def _route(config: RouteSettings) -> Route:
     )
 
 
+def health_settings(settings: Settings) -> HealthSettings:
+    return HealthSettings(
+        labels=tuple(sorted(settings.health.labels.items())),
+        unreachable_after=settings.health.unreachable_after,
+    )
+
+
 def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
     """Teams' rules (their files are read here), the routing tree and health settings."""
     base = config_path.parent if config_path is not None else Path()
@@ -85,10 +92,7 @@ def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
     return Alerting(
         teams=load_teams(settings.teams, base),
         route=root,
-        health=HealthSettings(
-            labels=tuple(sorted(settings.health.labels.items())),
-            unreachable_after=settings.health.unreachable_after,
-        ),
+        health=health_settings(settings),
         source_labels={
             name: tuple(sorted(s.labels.items())) for name, s in settings.sources.items()
         },
@@ -118,10 +122,7 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         backoff_initial=n.backoff_initial,
         backoff_max=n.backoff_max,
         fallback_receiver=n.fallback_receiver,
-        health=HealthSettings(
-            labels=tuple(sorted(settings.health.labels.items())),
-            unreachable_after=settings.health.unreachable_after,
-        ),
+        health=health_settings(settings),
     )
 
 

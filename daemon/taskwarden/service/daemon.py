@@ -136,9 +136,8 @@ class Daemon:
             self._http = await open_http(stack, settings)
             sources = {c.source.name: c for c in build_sources(settings, self._http)}
             store.sync_config_silences(configured_silences(settings, self._clock()))
-            sender = OutboxSender(
-                store, self._notifiers(settings), delivery_settings(settings), clock=self._clock
-            )
+            notifiers = self._notifiers(settings)
+            sender = OutboxSender(store, notifiers, delivery_settings(settings), clock=self._clock)
             metrics = Metrics(self)
             self._ctx = JobContext(
                 store=store,
@@ -161,7 +160,7 @@ class Daemon:
             log.info(
                 "daemon.started",
                 sources=sorted(sources),
-                receivers=sorted(self._notifiers(settings)),
+                receivers=sorted(notifiers),
                 health=self.health_url,
             )
             self.ready.set()

@@ -37,7 +37,6 @@ class JobContext:
     alerting: Alerting
     clock: Callable[[], datetime]
     last_success: dict[str, datetime] = field(default_factory=dict)
-    started: dict[str, datetime] = field(default_factory=dict)
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     stopping: bool = False
 
