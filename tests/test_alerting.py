@@ -3,6 +3,7 @@ aiosmtpd. Time is the simulator's frozen clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -380,3 +381,18 @@ async def test_storm_of_5000_failures_is_bounded(
         assert "more firing alerts in this group" in blocks
         total += int(message.text.split("FIRING: ")[1].split(" alerts")[0])
     assert total == 5000
+
+
+async def test_concurrent_delivery_rounds_never_send_twice(
+    harness: Harness, slack: SlackServer, sim: Simulator
+) -> None:
+    """A shutdown drain racing the scheduled delivery job must not duplicate a message."""
+    await baseline(harness)
+    task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
+    await harness.cycle()
+    sim.set_status(task.task_id, "FAILED")
+    await harness.poll()
+    slack.inject(Fault("slow", delay=0.3, endpoint="slack.postMessage"))
+    await asyncio.gather(harness.sender.deliver_due(), harness.sender.deliver_due())
+    assert len(slack.messages) == 1
+    assert harness.store.outbox_depth() == (0, None)

@@ -87,6 +87,9 @@ class OutboxSender:
         self._sleep = sleep
         self._monotonic = monotonic
         self._next_slot: dict[str, float] = {}
+        self._round = asyncio.Lock()
+        """One delivery round at a time: the scheduled job and a shutdown drain must never
+        both take the same entry (that would send it twice)."""
         self.totals = DeliveryReport()
 
     def replace_notifiers(
@@ -98,6 +101,10 @@ class OutboxSender:
 
     async def deliver_due(self, *, limit: int = 500) -> DeliveryReport:
         """Flush due groups, then send every due entry once (or until its receiver fails)."""
+        async with self._round:
+            return await self._deliver_round(limit)
+
+    async def _deliver_round(self, limit: int) -> DeliveryReport:
         self._store.flush(self._clock())
         items = self._store.due_notifications(self._clock(), limit)
         report = DeliveryReport()
