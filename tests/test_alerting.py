@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -396,3 +397,63 @@ async def test_concurrent_delivery_rounds_never_send_twice(
     await asyncio.gather(harness.sender.deliver_due(), harness.sender.deliver_due())
     assert len(slack.messages) == 1
     assert harness.store.outbox_depth() == (0, None)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_email_over_tls_with_login(tmp_path: Path, mode: str) -> None:
+    import trustme
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from taskwarden.alerts import Notification
+    from taskwarden.errors import PermanentDeliveryError
+    from taskwarden.notify.email import EmailNotifier
+
+    from .alerting_harness import Mailbox
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    def authenticate(
+        _server: object, _session: object, _envelope: object, _mechanism: str, data: object
+    ) -> AuthResult:
+        ok = (
+            getattr(data, "login", b"") == b"taskwarden"
+            and getattr(data, "password", b"") == b"s3cret"
+        )
+        return AuthResult(success=ok, handled=False)  # not handled: aiosmtpd answers 535
+
+    mailbox = Mailbox()
+    port = free_port()
+    tls_kwargs = (
+        {"tls_context": server_context, "require_starttls": True, "auth_require_tls": True}
+        if mode == "starttls"
+        # Implicit TLS wraps the socket before aiosmtpd sees it; it cannot tell, so the
+        # "TLS before AUTH" check is off (the connection is TLS all the same).
+        else {"ssl_context": server_context, "auth_require_tls": False}
+    )
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=authenticate, **tls_kwargs,
+    )  # fmt: skip
+    controller.start()
+    try:
+
+        def notifier(password: str) -> EmailNotifier:
+            return EmailNotifier(
+                "mail", host="127.0.0.1", port=port, sender="tw@example.com",
+                recipients=["oncall@example.com"], tls=mode,
+                username="taskwarden", password=password, timeout=5, ca_file=str(ca_file),
+            )  # fmt: skip
+
+        note = Notification(receiver="mail", group_key="t", group_labels=(), firing=(), test=True)
+        await notifier("s3cret").send(note, thread=None)
+        assert len(mailbox.messages) == 1
+        assert str(mailbox.messages[0]["Subject"]).startswith("[taskwarden] [TEST]")
+        with pytest.raises(PermanentDeliveryError, match="SMTP 535"):
+            await notifier("wrong").send(note, thread=None)
+    finally:
+        controller.stop()

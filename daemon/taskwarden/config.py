@@ -163,6 +163,8 @@ class SmtpSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=30)
+    ca_file: Path | None = None
+    """PEM file of a private CA that signed the server's certificate (default: system CAs)."""
 
 
 class EmailSettings(_Section):

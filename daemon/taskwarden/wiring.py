@@ -158,6 +158,7 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             username=smtp.username,
             password=smtp.password.get_secret_value() if smtp.password is not None else None,
             timeout=smtp.timeout.total_seconds(),
+            ca_file=str(smtp.ca_file) if smtp.ca_file is not None else None,
         )
     return ConsoleNotifier(name)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,7 @@ class EmailNotifier(NotifierBase):
         password: str | None = None,
         timeout: float = 30.0,
         min_interval: float = 0.0,
+        ca_file: str | None = None,
     ) -> None:
         super().__init__(name, min_interval=min_interval)
         self._host = host
@@ -94,6 +96,8 @@ class EmailNotifier(NotifierBase):
         self._username = username
         self._password = password
         self._timeout = timeout
+        # A private CA for the server's certificate; otherwise the system's trust store.
+        self._tls_context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     def message(self, n: Notification, *, thread: str | None = None) -> EmailMessage:
         msg = EmailMessage()
@@ -125,6 +129,7 @@ class EmailNotifier(NotifierBase):
                 use_tls=self._tls == "implicit",
                 start_tls=True if self._tls == "starttls" else False,  # noqa: SIM210 - explicit tri-state
                 timeout=self._timeout,
+                tls_context=self._tls_context,
             )
             async with client:
                 if self._username:
