@@ -46,41 +46,38 @@ async def run_once(config: Path, *, dry_run: bool) -> int:
     settings = load_settings(config)
     register_settings_secrets(settings)
     alerting = build_alerting(settings, config)
-    store = open_state(settings.state.path, now=utc_now())
     failures = 0
-    try:
+    async with AsyncExitStack() as stack:
+        store = stack.enter_context(open_state(settings.state.path, now=utc_now()))
         if not dry_run:
             store.sync_config_silences(configured_silences(settings, utc_now()))
-        async with AsyncExitStack() as stack:
-            http = await open_http(stack, settings)
-            for configured in build_sources(settings, http):
-                result = await poll_or_report(
-                    configured.source,
-                    store,
-                    configured.poll,
-                    utc_now(),
-                    alerting=alerting,
-                    dry_run=dry_run,
-                )
-                if isinstance(result, SourceError):
-                    failures += 1
-                    continue
-                if dry_run:
-                    _print_dry_run(result)
-            if not dry_run:
-                store.flush(utc_now(), force=True)
-                sender = OutboxSender(store, build_notifiers(settings), delivery_settings(settings))
-                report = await sender.deliver_due()
-                pending, _ = store.outbox_depth()
-                log.info(
-                    "delivery.round",
-                    sent=report.total_sent,
-                    retried=sum(report.retried.values()),
-                    given_up=sum(report.dead.values()),
-                    pending=pending,
-                )
-    finally:
-        store.close()
+        http = await open_http(stack, settings)
+        for configured in build_sources(settings, http):
+            result = await poll_or_report(
+                configured.source,
+                store,
+                configured.poll,
+                utc_now(),
+                alerting=alerting,
+                dry_run=dry_run,
+            )
+            if isinstance(result, SourceError):
+                failures += 1
+                continue
+            if dry_run:
+                _print_dry_run(result)
+        if not dry_run:
+            store.flush(utc_now(), force=True)
+            sender = OutboxSender(store, build_notifiers(settings), delivery_settings(settings))
+            report = await sender.deliver_due()
+            pending, _ = store.outbox_depth()
+            log.info(
+                "delivery.round",
+                sent=report.total_sent,
+                retried=sum(report.retried.values()),
+                given_up=sum(report.dead.values()),
+                pending=pending,
+            )
     return 1 if failures else 0
 
 
@@ -155,11 +152,8 @@ def show_state(config: Path, *, as_json: bool) -> int:
     settings = load_settings(config)
     now = utc_now()
     # Read-only inspection must work while the daemon runs: no lock.
-    store = open_state(settings.state.path, now=now, lock=False)
-    try:
+    with open_state(settings.state.path, now=now, lock=False) as store:
         summary = store.summary()
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(summary_json(summary, format_api_time(now)), indent=2))
         return 0

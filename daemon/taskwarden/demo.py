@@ -167,13 +167,10 @@ async def _run(sim: Simulator, ep: ElasticPathJobs, slack: SlackServer, started:
             await _script(sim, ep)
             daemon.request_stop()
             code = await running
-        store = open_state(Path(tmp) / "state.db", now=sim.now(), lock=False)
-        try:
+        with open_state(Path(tmp) / "state.db", now=sim.now(), lock=False) as store:
             rules = Counter(r["rule"] for r in store.alerts())
             sent = sum(1 for r in store.outbox() if r["state"] == "sent")
             pending, _ = store.outbox_depth()
-        finally:
-            store.close()
     click.echo("")
     click.echo(
         f"done in {time.monotonic() - started:.0f}s: alerts by rule {dict(sorted(rules.items()))}; "

@@ -43,11 +43,8 @@ def add_silence(
         created_by=author,
         origin="cli",
     )
-    store = open_state(settings.state.path, now=now, lock=False)
-    try:
+    with open_state(settings.state.path, now=now, lock=False) as store:
         store.add_silence(silence)
-    finally:
-        store.close()
     click.echo(
         f"{silence.silence_id} silences {_describe(silence)} "
         f"until {format_api_time(silence.ends_at)}"
@@ -58,11 +55,8 @@ def add_silence(
 def list_silences(config: Path, *, include_expired: bool) -> int:
     settings = load_settings(config)
     now = utc_now()
-    store = open_state(settings.state.path, now=now, lock=False)
-    try:
+    with open_state(settings.state.path, now=now, lock=False) as store:
         found = store.silences()
-    finally:
-        store.close()
     shown = [s for s in found if include_expired or s.ends_at > now]
     if not shown:
         click.echo("no silences")
@@ -79,11 +73,8 @@ def expire_silence(config: Path, silence_id: str) -> int:
     settings = load_settings(config)
     if silence_id.startswith("config:"):
         raise ConfigError(f"{silence_id} comes from the configuration: remove it there")
-    store = open_state(settings.state.path, now=utc_now(), lock=False)
-    try:
+    with open_state(settings.state.path, now=utc_now(), lock=False) as store:
         found = store.expire_silence(silence_id, utc_now())
-    finally:
-        store.close()
     if not found:
         raise ConfigError(f"no silence with id {silence_id!r} (see: taskwarden silence list)")
     click.echo(f"{silence_id} expired")

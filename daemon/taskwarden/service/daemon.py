@@ -131,8 +131,7 @@ class Daemon:
         alerting = build_alerting(settings, self._config)
         self._settings = settings
         async with AsyncExitStack() as stack:
-            store = open_state(settings.state.path, now=self._clock())
-            stack.callback(store.close)
+            store = stack.enter_context(open_state(settings.state.path, now=self._clock()))
             self._http = await open_http(stack, settings)
             sources = {c.source.name: c for c in build_sources(settings, self._http)}
             store.sync_config_silences(configured_silences(settings, self._clock()))

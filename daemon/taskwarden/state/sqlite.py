@@ -6,7 +6,7 @@ import contextlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
@@ -100,6 +100,12 @@ class SqliteStateStore:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("ROLLBACK" if rollback else "COMMIT")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
