@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import signal
@@ -61,9 +62,13 @@ async def run_once(config: Path, *, kill_after: float | None) -> tuple[int | Non
         try:
             code = await asyncio.wait_for(proc.wait(), timeout=kill_after)
         except TimeoutError:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
-            return None, loop.time() - started
+            # The run may have ended in the very tick the timeout fired: then there is
+            # nobody left to kill (send_signal would raise), and the run counts as finished.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+            code = await proc.wait()
+            killed = code == -signal.SIGKILL
+            return (None if killed else code), loop.time() - started
         return code, loop.time() - started
     code = await asyncio.wait_for(proc.wait(), timeout=60)
     return code, loop.time() - started
