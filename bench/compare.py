@@ -25,6 +25,7 @@ import os
 import platform
 import resource
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -199,6 +200,11 @@ def state_mb(tmp: Path) -> float:
     return sum(p.stat().st_size for p in tmp.glob("state.db*")) / 1e6
 
 
+def tracked_tasks(tmp: Path) -> int:
+    with contextlib.closing(sqlite3.connect(tmp / "state.db")) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+
+
 def typical_changes(sim: Simulator, open_ids: list[str]) -> int:
     for _ in range(5):
         sim.add_task(status="PUBLISHED", request_type="UPDATE_PRODUCT")
@@ -245,7 +251,8 @@ async def measure_size(size: int) -> dict[str, Any]:
                 rows["default_peak_rss_mb"] = rss_mb(daemon.proc.pid, "VmHWM")
             finally:
                 await daemon.stop()
-            daemon = await DaemonProcess.start(write_config(tmp, sim, slack, min_interval="0s"))
+            config = write_config(tmp, sim, slack, min_interval="0s")
+            daemon = await DaemonProcess.start(config)
             try:
                 first = await daemon.next_cycle()
                 rows["startup_s"] = first.at - daemon.started
@@ -262,13 +269,24 @@ async def measure_size(size: int) -> dict[str, Any]:
                     statistics.mean(c.cpu for c in idles) * 1000,
                 )
                 rows["idle_rss_mb"] = rss_mb(daemon.proc.pid, "VmRSS")
+                rows["peak_rss_mb"] = rss_mb(daemon.proc.pid, "VmHWM")
                 seen = tmp / "naive-seen.json"
                 daemon.pause()
                 await run_naive(sim, slack, seen, post=False)  # the naive script's first run
                 rows["naive_idle"] = await run_naive(sim, slack, seen, post=True)
                 daemon.resume()
-                await daemon.next_cycle()
-                await daemon.drain_pending_cycles()
+            finally:
+                await daemon.stop()
+            rows["tracked"] = tracked_tasks(tmp)
+            # Steady state with the whole window tracked: a daemon that has run for a month,
+            # or was restarted after the full-window start. The changing cycles run on it.
+            daemon = await DaemonProcess.start(config)
+            try:
+                first = await daemon.next_cycle()
+                rows["restart_s"] = first.at - daemon.started
+                idles = [await daemon.next_cycle() for _ in range(IDLE_CYCLES)]
+                rows["restart_idle_cpu_ms"] = statistics.mean(c.cpu for c in idles) * 1000
+                rows["restart_idle_rss_mb"] = rss_mb(daemon.proc.pid, "VmRSS")
                 for kind, change in (("typical", typical_changes), ("busy", busy_changes)):
                     rows[f"{kind}_changes"] = change(sim, open_ids)
                     cycle = await daemon.next_cycle()
@@ -282,7 +300,7 @@ async def measure_size(size: int) -> dict[str, Any]:
                     daemon.resume()
                     await daemon.next_cycle()
                     await daemon.drain_pending_cycles()
-                rows["peak_rss_mb"] = rss_mb(daemon.proc.pid, "VmHWM")
+                rows["restart_peak_rss_mb"] = rss_mb(daemon.proc.pid, "VmHWM")
                 rows["open_tasks"] = len(open_ids)
             finally:
                 await daemon.stop()
@@ -418,6 +436,12 @@ def report(
             f"{'':>7} first start reading the whole window (initial_lookback 30d): start-up to the first "
             f"cycle {row['startup_s']:.2f} s, then idle RSS {row['idle_rss_mb']:.0f} MB, "
             f"peak {row['peak_rss_mb']:.0f} MB; state {row['state_mb']:.1f} MB"
+        )
+        print(
+            f"{'':>7} restarted on that state ({row['tracked']:,} tasks tracked; typical and busy ran on "
+            f"it): first cycle after {row['restart_s']:.2f} s, idle CPU "
+            f"{row['restart_idle_cpu_ms']:.0f} ms/cycle, idle RSS {row['restart_idle_rss_mb']:.0f} MB, "
+            f"peak {row['restart_peak_rss_mb']:.0f} MB"
         )
         print(
             f"{'':>7} default initial_lookback 24h: idle CPU {row['default_idle_cpu_ms']:.0f} ms/cycle, "
