@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import signal
 
 import httpx
@@ -9,6 +11,7 @@ from click.testing import CliRunner
 
 from taskwarden import __version__
 from taskwarden.cli import cli
+from taskwarden.logs import configure_logging
 
 from .helpers import TASKWARDEN, free_port, subprocess_env
 
@@ -65,8 +68,9 @@ async def test_simulate_serves_until_sigterm() -> None:
 
 @pytest.mark.slow
 def test_demo_runs_the_daemon_and_ends_by_itself_with_a_summary() -> None:
-    result = CliRunner().invoke(cli, ["--log-level", "warning", "demo"])
+    result = CliRunner().invoke(cli, ["demo"])
     assert result.exit_code == 0, result.output
+    assert "poll.completed" not in result.output  # the demo's alerts are not buried in logs
     slack_lines = [line for line in result.output.splitlines() if "slack #alerts <-" in line]
     texts = "\n".join(slack_lines)
     assert "[CRITICAL] FIRING: DEPLOY_PRODUCT failed" in texts
@@ -79,3 +83,16 @@ def test_demo_runs_the_daemon_and_ends_by_itself_with_a_summary() -> None:
     assert len(slack_lines) == 6  # 25 failures at once are one message
     assert "PRICE_MISSING" in result.output  # the console receiver shows the error details
     assert "0 left in the outbox" in result.output
+
+
+def test_scheduler_chatter_stays_quiet_at_info_but_its_warnings_do_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(json_output=True, level="info")
+    executor = logging.getLogger("apscheduler.executors.default")
+    executor.info('Running job "deliver outbox"')
+    executor.warning('Run time of job "poll dr" was missed by 0:01:02')
+    logging.getLogger("httpx").info("HTTP Request: GET https://api.example/v1/products/tasks")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == ['Run time of job "poll dr" was missed by 0:01:02']
+    assert lines[0]["level"] == "warning"

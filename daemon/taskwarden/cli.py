@@ -53,14 +53,19 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Lowest level logged (the demo defaults to warning).",
 )
-def cli(log_format: str, log_level: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, log_level: str) -> None:
     """Alerts on failed and stuck catalogue tasks (Digital River, Elastic Path).
 
     taskwarden polls the vendors' task feeds, remembers what it has seen in a local
     SQLite state file, and notifies each team once per incident.
     """
     json_output = None if log_format == "auto" else log_format == "json"
+    defaulted = ctx.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT
+    if ctx.invoked_subcommand == "demo" and defaulted:
+        log_level = "warning"  # the demo shows alerts; poll logs would bury them
     configure_logging(json_output=json_output, level=log_level)
 
 

@@ -50,6 +50,9 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return {key: _redact_value(value) for key, value in event_dict.items()}
 
 
+QUIET_LIBRARIES = ("httpx", "apscheduler.executors", "apscheduler.scheduler")
+
+
 def configure_logging(*, json_output: bool | None = None, level: str = "info") -> None:
     """Configure structlog (and stdlib logging, for libraries) once per process."""
     if json_output is None:
@@ -86,7 +89,10 @@ def configure_logging(*, json_output: bool | None = None, level: str = "info") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
-    # httpx logs every request URL at INFO; keep it at WARNING unless debugging.
-    logging.getLogger("httpx").setLevel(
-        logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-    )
+    # Chatty libraries stay at WARNING unless debugging: httpx logs every request URL at
+    # INFO, APScheduler two lines per job run (the deliver job runs every few seconds).
+    # Their warnings (missed runs, skipped overlapping runs) still come through.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+        )
