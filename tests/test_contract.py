@@ -3,6 +3,7 @@ the same whether the task is a Digital River task or an Elastic Path PCM job."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -36,6 +37,8 @@ class Vendor(Protocol):
     critical_kind: str
     other_kind: str
     details_endpoint: str
+    problem_label: str
+    """How an error detail is introduced in Slack (before its text)."""
 
     def source(self) -> Source: ...
     def start(self, kind: str) -> str: ...
@@ -52,6 +55,7 @@ class DigitalRiver:
     critical_kind: str = "DEPLOY_PRODUCT"
     other_kind: str = "UPDATE_PRODUCT"
     details_endpoint: str = "dr.detail"
+    problem_label: str = "deployment error `E1`: "
 
     def source(self) -> Source:
         return DigitalRiverSource(self.client)
@@ -80,6 +84,7 @@ class ElasticPath:
     critical_kind: str = "product-import"
     other_kind: str = "product-export"
     details_endpoint: str = "ep.errors"
+    problem_label: str = "• error: "  # job errors have a message, no code
 
     def source(self) -> Source:
         return ElasticPathSource(self.client)
@@ -153,7 +158,8 @@ async def test_failure_alerts_once_with_severity_and_vendor_errors(
     assert len(texts) == 2
     assert any(t.startswith("[CRITICAL]") and vendor.critical_kind in t for t in texts)
     assert any(t.startswith("[WARNING]") and vendor.other_kind in t for t in texts)
-    assert any("price missing for USD" in m.raw for m in slack.messages)
+    rendered = json.dumps([m.blocks for m in slack.messages], ensure_ascii=False)
+    assert f"{vendor.problem_label}`price missing for USD`" in rendered
     for _ in range(2):  # never told again
         await harness.cycle()
     assert len(slack.messages) == 2

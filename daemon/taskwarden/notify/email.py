@@ -58,7 +58,7 @@ def html_body(n: Notification) -> str:
             parts.append(f"<h4>{e(task.title)}</h4><table>{rows}</table>")
             if task.problems:
                 items = "".join(
-                    f"<li>{e(kind)} <code>{e(code)}</code>: {e(text)}</li>"
+                    f"<li>{e(kind)}{f' <code>{e(code)}</code>' if code else ''}: {e(text)}</li>"
                     for kind, code, text in task.problems
                 )
                 parts.append(f"<ul>{items}</ul>")

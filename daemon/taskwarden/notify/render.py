@@ -150,7 +150,10 @@ def plain_text(n: Notification) -> str:
         for task in view.tasks:
             lines.append(f"  {task.title}")
             lines.extend(f"    {name}: {value}" for name, value in task.fields)
-            lines.extend(f"    {kind} {code}: {text}" for kind, code, text in task.problems)
+            lines.extend(
+                f"    {kind} {code}: {text}" if code else f"    {kind}: {text}"
+                for kind, code, text in task.problems
+            )
             if task.note:
                 lines.append(f"    {task.note}")
             if task.uri:

@@ -93,7 +93,8 @@ def _task_blocks(task: TaskView) -> list[Any]:
     fields = [_mrkdwn(f"*{escape(name)}*\n{inert(value)}") for name, value in task.fields[:10]]
     lines = [f"*{escape(task.title)}*"]
     for kind, code, text in task.problems:
-        lines.append(f"• {escape(kind)} {inert(code)}: {inert(text)}")
+        label = f"{escape(kind)} {inert(code)}" if code else escape(kind)
+        lines.append(f"• {label}: {inert(text)}")
     if task.note:
         lines.append(f"_{escape(task.note)}_")
     if task.uri:

@@ -264,7 +264,8 @@ class ElasticPathClient:
             errors = JobErrorsPayload.model_validate(body).data or []
         except ValidationError as exc:
             raise self._malformed(f"errors of job {job_id}", exc) from None
-        return tuple(Problem("error", e.attributes.message) for e in errors if e.attributes.message)
+        # Job errors carry a message and no code.
+        return tuple(Problem("", e.attributes.message) for e in errors if e.attributes.message)
 
 
 def _excerpt(entry: Any) -> str:
