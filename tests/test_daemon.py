@@ -273,3 +273,16 @@ def test_check_cli_passes_the_example(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["check", "-c", str(example)])
     assert result.exit_code == 0, result.output
     assert "2 source(s), 2 team(s), 6 rule(s)" in result.output
+    assert "warn" not in result.output
+
+
+def test_check_warns_when_no_rule_would_alert(tmp_path: Path) -> None:
+    config = tmp_path / "taskwarden.yaml"
+    config.write_text(
+        "sources:\n  dr: {}\nreceivers:\n  out: {console: true}\nroute: {receiver: out}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["check", "-c", str(config)], env={"TASKWARDEN_SOURCES__DR__API_KEY": "k"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "warn no team rules: only source-health alerts will be sent" in result.output

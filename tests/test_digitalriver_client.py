@@ -189,6 +189,7 @@ async def test_bad_credentials_are_authentication_errors(
         await client.list_page(TaskQuery())
     assert caught.value.status_code == status
     assert "API key of source 'dr-eu'" in str(caught.value)
+    assert ".." not in str(caught.value)  # the vendor's full stop is not doubled
     assert wrong not in str(caught.value)
     assert sim.requests["dr.list"] == 1
 

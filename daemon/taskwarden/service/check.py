@@ -39,6 +39,11 @@ async def run_check(config: Path, *, connect: bool) -> int:
             f"team(s), {len(rules)} rule(s) ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
             f"{len(notifiers)} receiver(s), {len(settings.silences)} silence(s)"
         )
+        if not rules:
+            click.echo(
+                "warn no team rules: only source-health alerts will be sent "
+                "(add team files under `teams:`, see config/teams/)"
+            )
         if not connect:
             return 0
         failures = 0

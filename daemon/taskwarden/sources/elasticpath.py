@@ -36,7 +36,7 @@ from taskwarden.sources.elasticpath_api import (
     JobPayload,
     TokenPayload,
 )
-from taskwarden.sources.http import ApiTransport, RetryPolicy, describe_error_body
+from taskwarden.sources.http import ApiTransport, RetryPolicy, describe_error_body, with_hint
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
@@ -108,7 +108,9 @@ class ClientCredentialsAuth(httpx.Auth):
         what = f"{VENDOR} answered POST {TOKEN_PATH} with HTTP {status}: {said}"
         if status in (400, 401, 403, 422):
             raise AuthenticationError(
-                f"{what}. Check the client_id and client_secret of source '{self._source}'",
+                with_hint(
+                    what, f"Check the client_id and client_secret of source '{self._source}'"
+                ),
                 source=self._source,
                 status_code=status,
             )

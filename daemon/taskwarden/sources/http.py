@@ -63,6 +63,11 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - reference).total_seconds())
 
 
+def with_hint(message: str, hint: str) -> str:
+    """A vendor's message, then what to do about it (vendor messages often end with a stop)."""
+    return f"{message.rstrip('.')}. {hint}"
+
+
 def describe_error_body(response: httpx.Response) -> str:
     """The server's own words about an error, whatever shape the vendor uses."""
     try:
@@ -228,7 +233,7 @@ class ApiTransport:
         base = f"{self._vendor} answered {what} with HTTP {status}: {said}"
         kwargs: dict[str, Any] = {"source": self._source, "status_code": status}
         if status in (401, 403):
-            return AuthenticationError(f"{base}. {self._credential_hint}", **kwargs)
+            return AuthenticationError(with_hint(base, self._credential_hint), **kwargs)
         if status == 404:
             return NotFoundError(base, **kwargs)
         if status == 429:
