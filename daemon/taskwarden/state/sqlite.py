@@ -193,7 +193,9 @@ class SqliteStateStore:
             name = row["source"]
             counts = dict(
                 self._conn.execute(
-                    "SELECT status, COUNT(*) FROM tasks WHERE source = ? GROUP BY status", (name,)
+                    "SELECT status, COUNT(*) FROM tasks INDEXED BY tasks_by_status "
+                    "WHERE source = ? GROUP BY status",
+                    (name,),
                 ).fetchall()
             )
             open_rows = self._open_rows(name)
@@ -320,7 +322,8 @@ class SqliteStateStore:
 
     def task_counts(self) -> dict[tuple[str, str], int]:
         rows = self._conn.execute(
-            "SELECT source, status, COUNT(*) FROM tasks GROUP BY source, status"
+            "SELECT source, status, COUNT(*) FROM tasks INDEXED BY tasks_by_status "
+            "GROUP BY source, status"
         ).fetchall()
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
