@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "daemon"))
 
@@ -87,6 +89,7 @@ class DaemonProcess:
     started: float = field(default_factory=time.monotonic)
     last_cpu: float = 0.0
     log: list[dict[str, Any]] = field(default_factory=list)
+    health_url: str = ""
 
     @classmethod
     async def start(cls, config: Path) -> DaemonProcess:
@@ -112,6 +115,8 @@ class DaemonProcess:
             except ValueError:
                 continue
             self.log.append(event)
+            if event.get("event") == "daemon.started":
+                self.health_url = event["health"]
             if event.get("event") == "poll.completed":
                 cpu = cpu_seconds(self.proc.pid)
                 await self.cycles.put(Cycle(event, cpu - self.last_cpu, time.monotonic()))
@@ -205,6 +210,15 @@ def tracked_tasks(tmp: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 
 
+async def scrape_cpu_ms(daemon: DaemonProcess, scrapes: int = 20) -> float:
+    """The daemon's CPU per Prometheus scrape of /metrics (tasks by status included)."""
+    before = cpu_seconds(daemon.proc.pid)
+    async with httpx.AsyncClient(base_url=daemon.health_url) as client:
+        for _ in range(scrapes):
+            (await client.get("/metrics")).raise_for_status()
+    return (cpu_seconds(daemon.proc.pid) - before) / scrapes * 1000
+
+
 def typical_changes(sim: Simulator, open_ids: list[str]) -> int:
     for _ in range(5):
         sim.add_task(status="PUBLISHED", request_type="UPDATE_PRODUCT")
@@ -287,6 +301,9 @@ async def measure_size(size: int) -> dict[str, Any]:
                 idles = [await daemon.next_cycle() for _ in range(IDLE_CYCLES)]
                 rows["restart_idle_cpu_ms"] = statistics.mean(c.cpu for c in idles) * 1000
                 rows["restart_idle_rss_mb"] = rss_mb(daemon.proc.pid, "VmRSS")
+                rows["scrape_cpu_ms"] = await scrape_cpu_ms(daemon)
+                await daemon.next_cycle()  # its CPU figure would include the scrapes
+                await daemon.drain_pending_cycles()
                 for kind, change in (("typical", typical_changes), ("busy", busy_changes)):
                     rows[f"{kind}_changes"] = change(sim, open_ids)
                     cycle = await daemon.next_cycle()
@@ -441,7 +458,8 @@ def report(
             f"{'':>7} restarted on that state ({row['tracked']:,} tasks tracked; typical and busy ran on "
             f"it): first cycle after {row['restart_s']:.2f} s, idle CPU "
             f"{row['restart_idle_cpu_ms']:.0f} ms/cycle, idle RSS {row['restart_idle_rss_mb']:.0f} MB, "
-            f"peak {row['restart_peak_rss_mb']:.0f} MB"
+            f"peak {row['restart_peak_rss_mb']:.0f} MB; a /metrics scrape costs "
+            f"{row['scrape_cpu_ms']:.1f} ms CPU"
         )
         print(
             f"{'':>7} default initial_lookback 24h: idle CPU {row['default_idle_cpu_ms']:.0f} ms/cycle, "
