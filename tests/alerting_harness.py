@@ -17,8 +17,8 @@ from taskwarden.health import HealthSettings
 from taskwarden.matchers import parse_all
 from taskwarden.notify.email import EmailNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
-from taskwarden.outbox import DeliverySettings, OutboxSender
-from taskwarden.poller import PollSettings, poll_or_report
+from taskwarden.outbox import DeliverySettings, OutboxSender, Receiver
+from taskwarden.poller import PollFailed, PollSettings, poll_or_report
 from taskwarden.routing import Route
 
 if TYPE_CHECKING:
@@ -38,8 +38,13 @@ POLL = PollSettings(
 FAST_DELIVERY = DeliverySettings(
     backoff_initial=timedelta(seconds=1),
     backoff_max=timedelta(seconds=30),
-    fallback_receiver="ops",
+    fallback_receivers=("ops",),
 )
+
+
+def failed_with(result: object, error: type[Exception]) -> bool:
+    """The cycle failed, and with this kind of error."""
+    return isinstance(result, PollFailed) and isinstance(result.error, error)
 
 
 def tree(**kwargs: Any) -> Route:
@@ -59,13 +64,19 @@ def tree(**kwargs: Any) -> Route:
 def slack_bot(
     slack: SlackServer, name: str = "slack", channel: str = "alerts", **kw: Any
 ) -> SlackBotNotifier:
-    kw.setdefault("min_interval", 0.0)
     return SlackBotNotifier(name, slack.token, channel, base_url=slack.api_url, timeout=5, **kw)
 
 
 def slack_hook(slack: SlackServer, name: str = "ops", **kw: Any) -> SlackWebhookNotifier:
-    kw.setdefault("min_interval", 0.0)
     return SlackWebhookNotifier(name, slack.webhook_url(), timeout=5, **kw)
+
+
+def receivers(notifiers: dict[str, Notifier | Receiver]) -> dict[str, Receiver]:
+    """Notifiers as outbox receivers (unpaced), receivers as they are."""
+    return {
+        name: n if isinstance(n, Receiver) else Receiver(n, attempt_timeout=10)
+        for name, n in notifiers.items()
+    }
 
 
 class Mailbox:
@@ -117,7 +128,7 @@ class Harness:
     sim: Simulator
     source: Source
     store: SqliteStateStore
-    notifiers: dict[str, Notifier]
+    notifiers: dict[str, Notifier | Receiver]
     teams: tuple[Team, ...]
     route: Route = field(default_factory=tree)
     delivery: DeliverySettings = FAST_DELIVERY
@@ -125,19 +136,21 @@ class Harness:
     sender: OutboxSender = field(init=False)
 
     def __post_init__(self) -> None:
-        self.sender = OutboxSender(self.store, self.notifiers, self.delivery, clock=self.sim.now)
+        self.sender = OutboxSender(
+            self.store, receivers(self.notifiers), self.delivery, clock=self.sim.now
+        )
 
     @property
     def alerting(self) -> Alerting:
         return Alerting(teams=self.teams, route=self.route, health=self.health)
 
-    async def poll(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | Exception:
+    async def poll(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | PollFailed:
         self.sim.advance_clock(advance)
         return await poll_or_report(
-            self.source, self.store, POLL, self.sim.now(), alerting=self.alerting
+            self.source, self.store, POLL, self.sim.now, alerting=self.alerting
         )
 
-    async def cycle(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | Exception:
+    async def cycle(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | PollFailed:
         """Poll, then one delivery round (what the daemon's two jobs do)."""
         result = await self.poll(advance)
         await self.sender.deliver_due()

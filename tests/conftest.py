@@ -15,7 +15,7 @@ from taskwarden.simulator.elasticpath import ElasticPathJobs, install_elasticpat
 from taskwarden.simulator.slack import SlackServer, running_slack
 from taskwarden.sources.digitalriver import DigitalRiverClient, make_auth
 from taskwarden.sources.elasticpath import ElasticPathClient
-from taskwarden.sources.http import RetryPolicy
+from taskwarden.sources.http import ResponseLimits, RetryPolicy
 from taskwarden.state import SqliteStateStore, open_state
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 DATA = Path(__file__).parent / "data"
 API_KEY = "sk_test_0123456789abcdef"
 FAST_RETRY = RetryPolicy(attempts=4, total_timeout=10.0, wait_initial=0.01, wait_max=0.05)
+QUICK_LIMITS = ResponseLimits(attempt_timeout=2.0)
+"""A slow answer (the simulator's ``slow`` fault) times out within a test's patience."""
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 EP_CLIENT_ID = "ep-client-7f3a"
 EP_CLIENT_SECRET = "ep-secret-0123456789"
@@ -69,6 +71,7 @@ def dr_client(sim: Simulator, http: httpx.AsyncClient) -> DigitalRiverClient:
         auth=make_auth("basic", API_KEY),
         source_name="dr",
         retry=FAST_RETRY,
+        limits=QUICK_LIMITS,
     )
 
 
@@ -81,6 +84,7 @@ def ep_client(sim: Simulator, http: httpx.AsyncClient) -> ElasticPathClient:
         client_secret=EP_CLIENT_SECRET,
         source_name="ep",
         retry=FAST_RETRY,
+        limits=QUICK_LIMITS,
     )
 
 

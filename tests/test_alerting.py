@@ -14,6 +14,7 @@ import pytest
 from taskwarden.alerts import Severity
 from taskwarden.errors import ServerError
 from taskwarden.matchers import parse_all
+from taskwarden.poller import PollFailed
 from taskwarden.routing import Route, Silence
 from taskwarden.rules import BurstRule, FailedRule, StuckRule, Team
 from taskwarden.simulator.faults import Fault
@@ -24,6 +25,8 @@ from .alerting_harness import (
     Harness,
     SmtpServer,
     email_notifier,
+    failed_with,
+    receivers,
     slack_bot,
     slack_hook,
     tree,
@@ -142,7 +145,7 @@ async def test_burst_is_one_incident_not_hundreds(harness: Harness, slack: Slack
     for task in tasks:
         sim.set_status(task.task_id, "FAILED")
     report = await harness.cycle()
-    assert not isinstance(report, Exception)
+    assert not isinstance(report, PollFailed)
     assert len(slack.messages) == 1
     [burst] = slack.messages
     assert "Failure burst: 120 failed tasks" in burst.text
@@ -160,9 +163,9 @@ async def test_source_health_alerts_ops_and_resolves(
     await baseline(harness)
     sim.inject(Fault("server_error", remaining=10_000, status=503))
     for _ in range(3):
-        assert isinstance(await harness.cycle(timedelta(minutes=5)), ServerError)
+        assert failed_with(await harness.cycle(timedelta(minutes=5)), ServerError)
     assert slack.in_channel("alerts") == []
-    assert isinstance(await harness.cycle(timedelta(minutes=5)), ServerError)  # 15 min failing
+    assert failed_with(await harness.cycle(timedelta(minutes=5)), ServerError)  # 15 min failing
     [down] = slack.messages
     assert down.via == "webhook"  # the ops receiver
     assert "polling has failed for 15m" in down.text
@@ -257,7 +260,7 @@ async def test_permanent_failure_goes_to_the_fallback(
     harness: Harness, slack: SlackServer, sim: Simulator
 ) -> None:
     harness.notifiers["slack"] = slack_bot(slack, channel="deleted-channel")
-    harness.sender.replace_notifiers(harness.notifiers, harness.delivery)
+    harness.sender.replace_receivers(receivers(harness.notifiers), harness.delivery)
     await baseline(harness)
     task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
     await harness.cycle()
@@ -267,8 +270,12 @@ async def test_permanent_failure_goes_to_the_fallback(
     assert [r["state"] for r in harness.store.outbox()][:1] == ["dead"]
     [fallback] = slack.messages
     assert fallback.via == "webhook"
-    assert "Notifications to receiver slack are failing" in fallback.text
+    assert "A notification to receiver slack was given up" in fallback.text
     assert "channel_not_found" in fallback.raw
+    # The notice says what was lost: the alert's title and its task.
+    assert f"lost (firing, rule deploys): DEPLOY_PRODUCT failed: task {task.task_id}" in (
+        fallback.raw
+    )
     assert harness.sender.totals.dead["slack"] == 1
 
 
@@ -348,7 +355,8 @@ async def test_email_delivery_outage_and_header_safety(
         assert h.store.outbox()[-2]["state"] == "dead"
         assert "SMTP 554" in (h.store.outbox()[-2]["last_error"] or "")
         await h.sender.deliver_due()  # the fallback's message, enqueued by the give-up
-        assert "Notifications to receiver mail are failing" in slack.messages[-1].text
+        assert "A notification to receiver mail was given up" in slack.messages[-1].text
+        assert f"task {other.task_id}" in slack.messages[-1].raw
     finally:
         smtp.stop()
         store.close()
@@ -369,7 +377,7 @@ async def test_storm_of_5000_failures_is_bounded(
         sim.set_status(task.task_id, "FAILED")
     details_before = sim.requests["dr.detail"]
     report = await harness.cycle()
-    assert not isinstance(report, Exception)
+    assert not isinstance(report, PollFailed)
     kinds = {t.request_type for t in tasks}
     assert len(slack.messages) == len(kinds)  # one summary per (team, rule, kind) group
     assert sim.requests["dr.detail"] - details_before == 20  # enrichment is capped

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from taskwarden.cli import cli
+from taskwarden.outbox import Receiver
 from taskwarden.simulator.faults import Fault
 from taskwarden.simulator.slack import SlackServer, running_slack
 from taskwarden.sources.digitalriver import DigitalRiverSource
@@ -203,7 +204,7 @@ async def test_sender_honours_slack_rate_limit(
             sim=sim,
             source=DigitalRiverSource(dr_client),
             store=store,
-            notifiers={"slack": slack_bot(server, min_interval=1.0)},
+            notifiers={"slack": Receiver(slack_bot(server), min_interval=1.0)},
             teams=(TEAM,),
         )
         try:

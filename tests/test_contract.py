@@ -18,7 +18,7 @@ from taskwarden.simulator.faults import Fault
 from taskwarden.sources.digitalriver import DigitalRiverSource
 from taskwarden.sources.elasticpath import ElasticPathSource
 
-from .alerting_harness import Harness, slack_bot, slack_hook
+from .alerting_harness import Harness, failed_with, slack_bot, slack_hook
 
 if TYPE_CHECKING:
     from taskwarden.simulator import Simulator
@@ -211,14 +211,14 @@ async def test_outage_and_rejected_credentials_alert_ops(
     await harness.cycle()
     sim.inject(Fault("server_error", remaining=10_000, status=503))
     for _ in range(4):
-        assert isinstance(await harness.cycle(timedelta(minutes=5)), ServerError)
+        assert failed_with(await harness.cycle(timedelta(minutes=5)), ServerError)
     [down] = slack.messages
     assert f"{vendor.name}: polling has failed for 15m" in down.text
     sim.faults.clear()
     await harness.cycle()
     assert slack.messages[-1].text.startswith("[RESOLVED]")
     vendor.break_credentials()
-    assert isinstance(await harness.cycle(), AuthenticationError)
+    assert failed_with(await harness.cycle(), AuthenticationError)
     assert "rejects taskwarden's credentials" in slack.messages[-1].text
 
 

@@ -32,7 +32,7 @@ def test_every_documented_listing_parses(name: str, count: int) -> None:
     body = json.loads((SEEDS / name).read_text())
     page = parse_listing(body, "dr")
     assert len(page.tasks) == count
-    assert page.rejected == 0
+    assert not page.rejected
     assert all(t.received_time.tzinfo is UTC for t in page.tasks)
     assert [t.task_id for t in page.tasks] == [t["taskId"] for t in body["tasks"]]
 
@@ -117,9 +117,10 @@ def test_an_unusable_task_is_skipped_logged_and_counted() -> None:
     with structlog.testing.capture_logs() as logs:
         page = parse_listing(_listing(bad, good), "dr")
     assert [t.task_id for t in page.tasks] == ["ok"]
-    assert page.rejected == 1
-    rejected = [e for e in logs if e["event"] == "api.task_rejected"]
-    assert rejected[0]["task_id"] == "broken"
+    assert page.rejected.total() == 1
+    rejected = [e for e in logs if e["event"] == "api.record_rejected"]
+    assert rejected[0]["record_id"] == "'broken'"
+    assert rejected[0]["index"] == 0
     assert "receivedTime" in rejected[0]["reason"]
 
 
@@ -129,9 +130,18 @@ def test_an_unusable_task_is_skipped_logged_and_counted() -> None:
         ({"tasks": "nope"}, "tasks"),
         ({"items": []}, "tasks"),
         ([1, 2, 3], "body"),
-        ({"tasks": [], "totalSize": "many"}, "totalSize"),
+        ({"tasks": [], "nextPage": "page-2"}, "nextPage"),
     ],
 )
 def test_wrong_envelope_is_an_error_that_names_the_problem(body: Any, named: str) -> None:
     with pytest.raises(MalformedResponseError, match=named):
         parse_listing(body, "dr")
+
+
+def test_a_field_the_listing_can_do_without_never_costs_the_page() -> None:
+    """A wrong-typed ``totalSize`` (or ``previousPage``) is dropped; the tasks are read."""
+    good = {"taskId": "ok", "taskStatus": "FAILED", "receivedTime": "2024-01-05T13:46:42Z"}
+    body = {**_listing(good), "totalSize": "many", "previousPage": 7}
+    page = parse_listing(body, "dr")
+    assert [t.task_id for t in page.tasks] == ["ok"]
+    assert page.total_size is None

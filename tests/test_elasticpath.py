@@ -110,10 +110,11 @@ async def test_pages_newest_first_with_one_cached_token(
     seen = []
     offset, more = 0, True
     while more:
-        jobs, more, rejected = await ep_client.list_page(offset)
-        assert rejected == 0
-        seen.extend(jobs)
-        offset += len(jobs)
+        page = await ep_client.list_page(offset)
+        assert not page.rejected
+        seen.extend(page.jobs)
+        offset += page.entries
+        more = page.more
     assert len(seen) == 250
     assert len({j.task_id for j in seen}) == 250
     assert seen == sorted(seen, key=lambda j: j.received_time, reverse=True)
@@ -163,8 +164,8 @@ async def test_transient_faults_on_the_listing_are_retried(
     ep_jobs.add_job()
     sim.inject(Fault("rate_limit", remaining=1, retry_after=0, endpoint="ep.list"))
     sim.inject(Fault("server_error", remaining=1, status=503, endpoint="ep.list"))
-    jobs, _, _ = await ep_client.list_page(0)
-    assert len(jobs) == 1
+    page = await ep_client.list_page(0)
+    assert len(page.jobs) == 1
     assert sim.requests["ep.list"] == 3
 
 

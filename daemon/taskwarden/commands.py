@@ -11,15 +11,16 @@ import structlog
 
 from taskwarden.alerts import Notification
 from taskwarden.config import load_settings
-from taskwarden.errors import ConfigError, DeliveryError, SourceError
+from taskwarden.errors import ConfigError, DeliveryError, StateMissingError
 from taskwarden.notify.render import plain_text
 from taskwarden.outbox import OutboxSender
-from taskwarden.poller import poll_or_report
+from taskwarden.poller import PollFailed, poll_or_report
 from taskwarden.state import open_state
 from taskwarden.timeutil import format_api_time, utc_now
 from taskwarden.wiring import (
     build_alerting,
     build_notifiers,
+    build_receivers,
     build_sources,
     configured_silences,
     delivery_settings,
@@ -51,24 +52,24 @@ async def run_once(config: Path, *, dry_run: bool) -> int:
         store = stack.enter_context(open_state(settings.state.path, now=utc_now()))
         if not dry_run:
             store.sync_config_silences(configured_silences(settings, utc_now()))
-        http = await open_http(stack, settings)
+        http = await open_http(stack)
         for configured in build_sources(settings, http):
             result = await poll_or_report(
                 configured.source,
                 store,
                 configured.poll,
-                utc_now(),
+                utc_now,
                 alerting=alerting,
                 dry_run=dry_run,
             )
-            if isinstance(result, SourceError):
+            if isinstance(result, PollFailed):
                 failures += 1
                 continue
             if dry_run:
                 _print_dry_run(result)
         if not dry_run:
             store.flush(utc_now(), force=True)
-            sender = OutboxSender(store, build_notifiers(settings), delivery_settings(settings))
+            sender = OutboxSender(store, build_receivers(settings), delivery_settings(settings))
             report = await sender.deliver_due()
             pending, _ = store.outbox_depth()
             log.info(
@@ -151,9 +152,13 @@ def summary_json(summary: StateSummary, now_text: str) -> dict[str, Any]:
 def show_state(config: Path, *, as_json: bool) -> int:
     settings = load_settings(config)
     now = utc_now()
-    # Read-only inspection must work while the daemon runs: no lock.
-    with open_state(settings.state.path, now=now, lock=False) as store:
-        summary = store.summary()
+    # Read-only inspection must work while the daemon runs: no lock, nothing created.
+    try:
+        with open_state(settings.state.path, now=now, read_only=True) as store:
+            summary = store.summary()
+    except StateMissingError as exc:
+        click.echo(str(exc))
+        return 0
     if as_json:
         click.echo(json.dumps(summary_json(summary, format_api_time(now)), indent=2))
         return 0

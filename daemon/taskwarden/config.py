@@ -72,18 +72,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MIN_CYCLE_DEADLINE = timedelta(seconds=30)
+
+
 class _PolledSource(_Section):
-    """What every source has: its schedule, its checkpoint overlap, retries and labels."""
+    """What every source has: its schedule, its checkpoint overlap, retries, the bounds on
+    what polling it may cost, and labels."""
 
     interval: Duration = timedelta(seconds=60)
     overlap: Duration = timedelta(minutes=5)
     initial_lookback: Duration = timedelta(hours=24)
     retention: Duration = timedelta(days=7)
     request_timeout: Duration = timedelta(seconds=30)
+    """Hard bound on one request attempt, connect to last body byte."""
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_total: Duration = timedelta(seconds=60)
+    """Hard bound on one request with its retries, Retry-After waits included."""
+    cycle_deadline: Duration | None = None
+    """Hard bound on one poll cycle; default 80 % of the interval, at least 30 s."""
+    max_pages_per_cycle: int = Field(default=2_000, ge=1, le=100_000)
+    """Listing pages one cycle may read (memory and calls are bounded by it)."""
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest answer accepted, decompressed."""
+    max_json_depth: int = Field(default=32, ge=4, le=1000)
     labels: dict[str, str] = Field(default_factory=dict)
     """Free labels on every alert from this source (``env: prod``), for matchers."""
+
+    @property
+    def deadline(self) -> timedelta:
+        if self.cycle_deadline is not None:
+            return self.cycle_deadline
+        return max(self.interval * 0.8, MIN_CYCLE_DEADLINE)
 
 
 class DigitalRiverSourceSettings(_PolledSource):
@@ -247,13 +266,22 @@ class DaemonSettings(_Section):
 
 
 class NotificationSettings(_Section):
-    fallback_receiver: str | None = None
-    """Told when a notification is given up (it bypasses the routing tree)."""
+    fallback_receiver: str | list[str] | None = None
+    """Told when a notification is given up (bypassing the routing tree): one receiver,
+    or several in order of preference; the first that is not the failing one is told."""
     max_age: Duration = timedelta(hours=24)
     backoff_initial: Duration = timedelta(seconds=5)
     backoff_max: Duration = timedelta(minutes=10)
     max_details_per_cycle: int = Field(default=20, ge=0)
     """Failed tasks whose error details are fetched per cycle; a storm is summarised."""
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        if self.fallback_receiver is None:
+            return ()
+        if isinstance(self.fallback_receiver, str):
+            return (self.fallback_receiver,)
+        return tuple(self.fallback_receiver)
 
 
 _yaml_path: ContextVar[Path | None] = ContextVar("taskwarden_yaml_path", default=None)
@@ -282,10 +310,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _routes_name_receivers(self) -> Settings:
         known = set(self.receivers)
-        named = self.route.receivers() if self.route is not None else []
-        if self.notifications.fallback_receiver:
-            named.append(self.notifications.fallback_receiver)
-        unknown = sorted({r for r in named if r not in known})
+        routed = self.route.receivers() if self.route is not None else []
+        fallbacks = self.notifications.fallbacks
+        unknown = sorted({r for r in [*routed, *fallbacks] if r not in known})
         if unknown:
             raise ValueError(
                 f"unknown receiver(s) {', '.join(unknown)}; "
@@ -295,6 +322,13 @@ class Settings(BaseSettings):
             raise ValueError("route: the root route needs a receiver (the default)")
         if self.receivers and self.route is None:
             raise ValueError("receivers are defined but no route sends anything to them")
+        alone = [r for r in dict.fromkeys(routed) if set(fallbacks) <= {r}] if fallbacks else []
+        if alone:
+            raise ValueError(
+                f"notifications.fallback_receiver: {alone[0]!r} is its own only fallback; when "
+                "it fails nobody would be told. List a second receiver after it, e.g. "
+                f"fallback_receiver: [{alone[0]}, {_other(known, alone[0])}]"
+            )
         return self
 
     @classmethod
@@ -318,6 +352,10 @@ class Settings(BaseSettings):
         if yaml_path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
         return tuple(sources)
+
+
+def _other(names: set[str], besides: str) -> str:
+    return next((n for n in sorted(names) if n != besides), "ops_mail")
 
 
 def secret_dirs(explicit: Path | None = None) -> list[Path]:

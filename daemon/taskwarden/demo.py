@@ -73,7 +73,7 @@ route:
   routes:
     - {{receiver: slack, matchers: ['team=~".+"'], continue: true}}
     - {{receiver: console, matchers: ['team=~".+"']}}
-notifications: {{fallback_receiver: console}}
+notifications: {{fallback_receiver: [console, slack]}}
 daemon: {{health_bind: "127.0.0.1:0", deliver_interval: 0.25s, shutdown_grace: 10s}}
 """
     )

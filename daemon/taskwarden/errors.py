@@ -81,12 +81,26 @@ class StateLockedError(StateError):
     """Another taskwarden process holds the state file."""
 
 
+class StateUnavailableError(StateError):
+    """The state cannot be read or written right now (disk full, I/O error); the file is
+    intact, and what could not be written is retried."""
+
+
+class StateBusyError(StateUnavailableError):
+    """Another connection held the state file longer than the busy timeout."""
+
+
+class StateMissingError(StateError):
+    """A read-only command found no state file (nothing has been polled yet)."""
+
+
 class SchemaTooNewError(StateError):
     """The state file was written by a newer taskwarden; refusing to touch it."""
 
 
 class StateCorruptError(StateError):
-    """The state file is not a readable taskwarden database."""
+    """The state file is not a readable taskwarden database, or a stored row cannot be
+    decoded: the file is moved aside and polling restarts from the lookback."""
 
 
 # --- notifications -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from taskwarden.alerts import Alert, Labels, Severity, humanize
-from taskwarden.errors import AuthenticationError, SourceError
+from taskwarden.errors import AuthenticationError
 from taskwarden.rules import RuleOutput
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class HealthSettings:
     severity: Severity = Severity.CRITICAL
 
 
-def _labels(settings: HealthSettings, source: str, rule: str, problem: str) -> Labels:
+def health_labels(settings: HealthSettings, source: str, rule: str, problem: str) -> Labels:
     merged = dict(settings.labels)
     merged.update(source=source, rule=rule, problem=problem, severity=settings.severity.value)
     return tuple(sorted(merged.items()))
@@ -36,14 +36,20 @@ def _labels(settings: HealthSettings, source: str, rule: str, problem: str) -> L
 
 def source_health(
     source: str,
-    error: SourceError | None,
+    error: BaseException | None,
     *,
+    message: str = "",
     failing_since: datetime | None,
     now: datetime,
     active: Mapping[str, Alert],
     settings: HealthSettings,
 ) -> RuleOutput:
-    """Alerts for one source after a poll attempt (``error`` is None after a success)."""
+    """Alerts for one source after a poll attempt (``error`` is None after a success).
+
+    Rejected credentials alert at once; any other failure (an API error, the cycle's
+    deadline, a bug) once polling has failed for ``unreachable_after``. ``message`` says
+    what went wrong (default: the error's text)."""
+    said = message or str(error)
     auth_key = f"health/auth/{source}"
     down_key = f"health/unreachable/{source}"
     if error is None:
@@ -65,7 +71,7 @@ def source_health(
             problem="authentication",
             title=title,
             since=since,
-            note=str(error),
+            note=said,
         )
     down_for = now - since
     if down_key in active or down_for < settings.unreachable_after:
@@ -78,7 +84,7 @@ def source_health(
         problem="unreachable",
         title=title,
         since=since,
-        note=f"last error: {error}",
+        note=f"last error: {said}",
     )
 
 
@@ -97,34 +103,10 @@ def _fire(
         rule=HEALTH_RULE,
         source=source,
         severity=settings.severity,
-        labels=_labels(settings, source, HEALTH_RULE, problem),
+        labels=health_labels(settings, source, HEALTH_RULE, problem),
         title=title,
         one_shot=False,
         starts_at=since,
         note=note,
     )
     return RuleOutput(fired=(alert,))
-
-
-def delivery_failed(
-    receiver: str, outbox_id: int, reason: str, now: datetime, settings: HealthSettings
-) -> Alert:
-    """A one-shot alert for the fallback receiver: a notification was given up on."""
-    return Alert(
-        key=f"health/delivery/{receiver}/{outbox_id}",
-        rule=DELIVERY_RULE,
-        source="taskwarden",
-        severity=settings.severity,
-        labels=tuple(
-            sorted(
-                {
-                    **dict(_labels(settings, "taskwarden", DELIVERY_RULE, "delivery")),
-                    "receiver": receiver,
-                }.items()
-            )
-        ),
-        title=f"Notifications to receiver {receiver} are failing; a message was given up",
-        one_shot=True,
-        starts_at=now,
-        note=reason,
-    )

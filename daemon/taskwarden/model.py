@@ -7,11 +7,12 @@ to know which vendor a task came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
 
@@ -85,6 +86,6 @@ class Observation:
     """Tracked tasks the vendor no longer knows (404 on refresh)."""
     strategy: str = ""
     """How open tasks were refreshed this cycle, for inspection and benchmarks."""
-    api_calls: int = 0
-    rejected: int = 0
-    """Entries of the vendor's answer that were unusable and skipped (logged each)."""
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    """Records of the vendor's answers that were unusable and skipped (each logged), by
+    reason."""

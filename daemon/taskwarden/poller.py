@@ -19,13 +19,15 @@ import structlog
 
 from taskwarden.alerting import Alerting
 from taskwarden.diff import StatusChanged, TaskAppeared, TaskGone, diff, is_change
-from taskwarden.errors import SourceError
+from taskwarden.errors import SourceError, StateError
 from taskwarden.health import source_health
 from taskwarden.rules import RuleInput, evaluate, wants_details
+from taskwarden.sources.http import counting_calls
 from taskwarden.state.protocol import CycleCommit
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections import Counter
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
     from taskwarden.alerts import Notification
@@ -45,6 +47,9 @@ class PollSettings:
     initial_lookback: timedelta = timedelta(hours=24)
     retention: timedelta = timedelta(days=7)
     """Terminal tasks older than this (by receivedTime) leave the state."""
+    deadline: timedelta = timedelta(minutes=1)
+    """A cycle still running after this is abandoned (nothing committed) and counts as a
+    failed poll: no server, however slow, holds a source's polling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,7 @@ class CycleReport:
     baseline: bool
     strategy: str
     api_calls: int
-    rejected: int
+    rejected: Mapping[str, int]
     checkpoint: datetime
     duration: float
     committed: bool
@@ -69,6 +74,19 @@ class CycleReport:
         return sum(1 for e in self.events if is_change(e))
 
 
+@dataclass(frozen=True, slots=True)
+class PollFailed:
+    """A cycle that did not complete, whatever the reason; nothing of it was committed."""
+
+    source: str
+    error: Exception
+    message: str
+    """What went wrong, for logs, ``/readyz`` and the source-health alert."""
+    started: datetime
+    failed_at: datetime
+    api_calls: int = 0
+
+
 async def poll_once(
     source: Source,
     store: StateStore,
@@ -78,12 +96,27 @@ async def poll_once(
     dry_run: bool = False,
     alerting: Alerting | None = None,
 ) -> CycleReport:
-    """Run one cycle; raises `SourceError` (nothing committed) if the scan fails."""
+    """Run one cycle; raises (nothing committed) if the scan or the commit fails."""
+    with counting_calls() as calls:
+        return await _poll_once(
+            source, store, settings, now, calls=calls, dry_run=dry_run, alerting=alerting
+        )
+
+
+async def _poll_once(
+    source: Source,
+    store: StateStore,
+    settings: PollSettings,
+    now: datetime,
+    *,
+    calls: Counter[str],
+    dry_run: bool,
+    alerting: Alerting | None,
+) -> CycleReport:
     alerting = alerting or Alerting()
     cycle_id = next(_cycle_ids)
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(source=source.name, cycle=cycle_id):
-        calls_before = source.transport.total_calls  # scan, refreshes and detail enrichment
         view = store.source_view(source.name)
         baseline = store.needs_baseline(source.name)
         observation = await source.observe(
@@ -127,7 +160,7 @@ async def poll_once(
                 now=now,
                 baseline=baseline,
                 strategy=observation.strategy,
-                api_calls=source.transport.total_calls - calls_before,
+                api_calls=calls.total(),
                 prune_before=prune_before,
                 alerts=alerting.route_output(output),
             ),
@@ -139,8 +172,8 @@ async def poll_once(
             events=tuple(events),
             baseline=baseline,
             strategy=observation.strategy,
-            api_calls=source.transport.total_calls - calls_before,
-            rejected=observation.rejected,
+            api_calls=calls.total(),
+            rejected=dict(observation.rejected),
             checkpoint=observation.checkpoint,
             duration=time.perf_counter() - started,
             committed=not dry_run,
@@ -157,7 +190,7 @@ async def poll_once(
             baseline=baseline,
             strategy=report.strategy,
             api_calls=report.api_calls,
-            rejected=report.rejected,
+            rejected=sum(report.rejected.values()),
             alerts_fired=report.alerts_fired,
             alerts_resolved=report.alerts_resolved,
             notifications=len(notifications),
@@ -188,33 +221,77 @@ async def _fetch_details(
     return found
 
 
+def describe_failure(exc: BaseException, deadline: timedelta) -> str:
+    """One line that says what stopped a cycle, for people."""
+    if isinstance(exc, SourceError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"the cycle did not finish within its deadline of {deadline.total_seconds():g}s"
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 async def poll_or_report(
     source: Source,
     store: StateStore,
     settings: PollSettings,
-    now: datetime,
+    clock: Callable[[], datetime],
     *,
     alerting: Alerting,
     dry_run: bool = False,
-) -> CycleReport | SourceError:
-    """`poll_once`, turning a failed poll into the source-health alerts it warrants."""
-    try:
-        return await poll_once(source, store, settings, now, dry_run=dry_run, alerting=alerting)
-    except SourceError as exc:
-        log.error(  # noqa: TRY400 - an expected outage: the message is the diagnosis
-            "poll.failed", source=source.name, error=str(exc), kind=type(exc).__name__
-        )
-        if dry_run:
-            return exc
-        since = store.record_poll_failure(source.name, now, str(exc))
-        output = source_health(
-            source.name,
-            exc,
-            failing_since=since,
-            now=now,
-            active=store.active_alerts(source.name),
-            settings=alerting.health,
-        )
-        if output.fired:
-            store.apply_alerts(alerting.route_output(output), now)
-        return exc
+) -> CycleReport | PollFailed:
+    """`poll_once` within its deadline; any failure becomes a recorded failed poll and the
+    source-health alerts it warrants.
+
+    Whatever the exception (a vendor error, the deadline, a bug), the cycle ends as a
+    failure that is logged, recorded in the state (``failing_since``, ``last_error``) and
+    counted towards ``health.unreachable_after``. Only the state store failing to record it
+    escapes (`StateError`): that is the daemon's own trouble, reported by its caller.
+    """
+    started = clock()
+    with counting_calls() as calls:
+        try:
+            async with asyncio.timeout(settings.deadline.total_seconds()):
+                return await poll_once(
+                    source, store, settings, started, dry_run=dry_run, alerting=alerting
+                )
+        except StateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, whatever it is
+            failure = PollFailed(
+                source=source.name,
+                error=exc,
+                message=describe_failure(exc, settings.deadline),
+                started=started,
+                failed_at=clock(),
+                api_calls=calls.total(),
+            )
+    _log_failure(failure)
+    if dry_run:
+        return failure
+    since = store.record_poll_failure(source.name, failure.started, failure.message)
+    output = source_health(
+        source.name,
+        failure.error,
+        message=failure.message,
+        failing_since=since,
+        now=failure.failed_at,
+        active=store.active_alerts(source.name),
+        settings=alerting.health,
+    )
+    if output.fired:
+        store.apply_alerts(alerting.route_output(output), failure.failed_at)
+    return failure
+
+
+def _log_failure(failure: PollFailed) -> None:
+    exc = failure.error
+    fields = {
+        "source": failure.source,
+        "error": failure.message,
+        "kind": type(exc).__name__,
+        "api_calls": failure.api_calls,
+    }
+    if isinstance(exc, (SourceError, TimeoutError)):
+        log.error("poll.failed", **fields)  # an expected outage: the message is the diagnosis
+    else:
+        log.error("poll.failed", exc_info=exc, **fields)  # a bug: keep its traceback

@@ -177,6 +177,12 @@ class GroupState:
     last_sent: datetime | None = None
     messages: int = 0
 
+    @property
+    def thread_key(self) -> str:
+        """The group's identity for threading: its key and its serial, which is never
+        reused (a group emptied and formed again is a new thread)."""
+        return f"{self.key}#{self.group_id}"
+
     def is_due(self, now: datetime) -> bool:
         if self.last_flush is None:
             return now >= self.created_at + self.timing.group_wait

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from taskwarden.config import load_settings
-from taskwarden.errors import ConfigError
+from taskwarden.errors import ConfigError, StateMissingError
 from taskwarden.matchers import parse_all
 from taskwarden.routing import Silence
 from taskwarden.state import open_state
@@ -55,8 +55,11 @@ def add_silence(
 def list_silences(config: Path, *, include_expired: bool) -> int:
     settings = load_settings(config)
     now = utc_now()
-    with open_state(settings.state.path, now=now, lock=False) as store:
-        found = store.silences()
+    try:
+        with open_state(settings.state.path, now=now, read_only=True) as store:
+            found = store.silences()
+    except StateMissingError:
+        found = []
     shown = [s for s in found if include_expired or s.ends_at > now]
     if not shown:
         click.echo("no silences")

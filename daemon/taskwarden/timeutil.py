@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-MAX_WINDOW = timedelta(days=30)
-"""The Digital River listing returns at most 30 days of receivedTime per request."""
+from datetime import UTC, datetime
 
 
 def as_utc(moment: datetime) -> datetime:
-    """Naive timestamps from the APIs are UTC; aware ones are converted to UTC."""
+    """Naive timestamps from the APIs are UTC; aware ones are converted to UTC.
+
+    Raises ValueError (not OverflowError) for a moment whose UTC form has no year in
+    1..9999 (``9999-12-31T23:59:59-01:00``): callers validating vendor data reject it."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is out of the representable range") from None
 
 
 def format_api_time(moment: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,12 +18,12 @@ from taskwarden.matchers import parse_all
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
-from taskwarden.outbox import DeliverySettings
+from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
 from taskwarden.routing import Route, Silence
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
 from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
-from taskwarden.sources.http import RetryPolicy
+from taskwarden.sources.http import CallMeter, ResponseLimits, RetryPolicy
 from taskwarden.teams import load_teams
 from taskwarden.timeutil import as_utc
 
@@ -121,7 +122,7 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         max_age=n.max_age,
         backoff_initial=n.backoff_initial,
         backoff_max=n.backoff_max,
-        fallback_receiver=n.fallback_receiver,
+        fallback_receivers=n.fallbacks,
         health=health_settings(settings),
     )
 
@@ -137,14 +138,10 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
                 slack.channel,
                 base_url=slack.base_url,
                 timeout=slack.timeout.total_seconds(),
-                min_interval=slack.min_interval.total_seconds(),
             )
         assert slack.webhook_url is not None
         return SlackWebhookNotifier(
-            name,
-            slack.webhook_url.get_secret_value(),
-            timeout=slack.timeout.total_seconds(),
-            min_interval=slack.min_interval.total_seconds(),
+            name, slack.webhook_url.get_secret_value(), timeout=slack.timeout.total_seconds()
         )
     if config.email is not None:
         email, smtp = config.email, config.email.smtp
@@ -163,6 +160,41 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
     return ConsoleNotifier(name)
 
 
+def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
+    """(min_interval, target, attempt_timeout): what the outbox needs to pace a receiver.
+
+    The target is what a rate limit applies to: receivers posting to the same Slack channel
+    or through the same SMTP server share it."""
+    if config.slack is not None:
+        slack = config.slack
+        if slack.token is not None:
+            target = f"slack:{slack.base_url or 'slack.com'}:{slack.channel}"
+        else:
+            assert slack.webhook_url is not None
+            digest = hashlib.sha256(slack.webhook_url.get_secret_value().encode()).hexdigest()
+            target = f"slack-webhook:{digest[:16]}"
+        timeout = slack.timeout.total_seconds()
+        return slack.min_interval.total_seconds(), target, timeout * 2 + 5
+    if config.email is not None:
+        smtp = config.email.smtp
+        return 0.0, f"smtp:{smtp.host}:{smtp.port}", smtp.timeout.total_seconds() * 3 + 5
+    return 0.0, f"console:{name}", 10.0
+
+
+def build_receiver(name: str, config: ReceiverSettings) -> Receiver:
+    min_interval, target, attempt_timeout = _pacing(name, config)
+    return Receiver(
+        build_notifier(name, config),
+        min_interval=min_interval,
+        target=target,
+        attempt_timeout=attempt_timeout,
+    )
+
+
+def build_receivers(settings: Settings) -> dict[str, Receiver]:
+    return {name: build_receiver(name, config) for name, config in settings.receivers.items()}
+
+
 def build_notifiers(settings: Settings) -> dict[str, Notifier]:
     return {name: build_notifier(name, config) for name, config in settings.receivers.items()}
 
@@ -174,14 +206,25 @@ def _missing(name: str, key: str, what: str) -> ConfigError:
     )
 
 
-def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> ConfiguredSource:
+def build_source(
+    name: str,
+    config: SourceSettings,
+    http: httpx.AsyncClient,
+    meter: CallMeter | None = None,
+) -> ConfiguredSource:
     poll = PollSettings(
         overlap=config.overlap,
         initial_lookback=config.initial_lookback,
         retention=config.retention,
+        deadline=config.deadline,
     )
     retry = RetryPolicy(
         attempts=config.retry_attempts, total_timeout=config.retry_total.total_seconds()
+    )
+    limits = ResponseLimits(
+        attempt_timeout=config.request_timeout.total_seconds(),
+        max_body_bytes=config.max_response_bytes,
+        max_json_depth=config.max_json_depth,
     )
     interval = config.interval.total_seconds()
     if isinstance(config, ElasticPathSourceSettings):
@@ -197,6 +240,9 @@ def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> 
             source_name=name,
             retry=retry,
             page_limit=config.page_limit,
+            limits=limits,
+            meter=meter,
+            max_pages=config.max_pages_per_cycle,
         )
         return ConfiguredSource(ElasticPathSource(ep), poll, interval)
     if config.api_key is None:
@@ -207,24 +253,24 @@ def build_source(name: str, config: SourceSettings, http: httpx.AsyncClient) -> 
         auth=make_auth(config.auth, config.api_key.get_secret_value()),
         source_name=name,
         retry=retry,
+        limits=limits,
+        meter=meter,
+        max_pages=config.max_pages_per_cycle,
     )
     return ConfiguredSource(DigitalRiverSource(client), poll, interval)
 
 
-async def open_http(stack: AsyncExitStack, settings: Settings) -> httpx.AsyncClient:
-    """The one HTTP client every source shares (connection pool, timeouts)."""
-    timeout = max(
-        (s.request_timeout.total_seconds() for s in settings.sources.values()), default=30
-    )
+async def open_http(stack: AsyncExitStack) -> httpx.AsyncClient:
+    """The one HTTP client every source shares (its connection pool); each request carries
+    its own source's timeout."""
     return await stack.enter_async_context(
-        httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": "taskwarden", "Accept": "application/json"},
-        )
+        httpx.AsyncClient(headers={"User-Agent": "taskwarden", "Accept": "application/json"})
     )
 
 
-def build_sources(settings: Settings, http: httpx.AsyncClient) -> list[ConfiguredSource]:
+def build_sources(
+    settings: Settings, http: httpx.AsyncClient, meter: CallMeter | None = None
+) -> list[ConfiguredSource]:
     if not settings.sources:
         raise ConfigError("the configuration defines no sources")
-    return [build_source(name, config, http) for name, config in settings.sources.items()]
+    return [build_source(name, config, http, meter) for name, config in settings.sources.items()]

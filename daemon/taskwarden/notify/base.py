@@ -19,11 +19,6 @@ class Notifier(Protocol):
     @property
     def name(self) -> str: ...
 
-    @property
-    def min_interval(self) -> float:
-        """Seconds between two messages: the medium's rate limit, honoured by the sender."""
-        ...
-
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:
         """Deliver, or raise `TransientDeliveryError` / `PermanentDeliveryError`."""
         ...
@@ -34,16 +29,11 @@ class Notifier(Protocol):
 
 
 class NotifierBase:
-    """The name and pacing every notifier carries."""
+    """The name every notifier carries (pacing is the outbox's, per receiver)."""
 
-    def __init__(self, name: str, *, min_interval: float = 0.0) -> None:
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._min_interval = min_interval
 
     @property
     def name(self) -> str:
         return self._name
-
-    @property
-    def min_interval(self) -> float:
-        return self._min_interval

@@ -84,10 +84,9 @@ class EmailNotifier(NotifierBase):
         username: str | None = None,
         password: str | None = None,
         timeout: float = 30.0,
-        min_interval: float = 0.0,
         ca_file: str | None = None,
     ) -> None:
-        super().__init__(name, min_interval=min_interval)
+        super().__init__(name)
         self._host = host
         self._port = port
         self._sender = sender

@@ -179,10 +179,8 @@ def _classify(
 class SlackWebhookNotifier(NotifierBase):
     """An incoming webhook: one channel, no threads."""
 
-    def __init__(
-        self, name: str, url: str, *, timeout: float = 10.0, min_interval: float = 1.0
-    ) -> None:
-        super().__init__(name, min_interval=min_interval)
+    def __init__(self, name: str, url: str, *, timeout: float = 10.0) -> None:
+        super().__init__(name)
         self._client = AsyncWebhookClient(
             url,
             timeout=int(max(timeout, 1)),
@@ -222,9 +220,8 @@ class SlackBotNotifier(NotifierBase):
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
-        min_interval: float = 1.0,
     ) -> None:
-        super().__init__(name, min_interval=min_interval)
+        super().__init__(name)
         self._channel = channel
         self._client = AsyncWebClient(
             token=token,

@@ -32,7 +32,7 @@ async def run_check(config: Path, *, connect: bool) -> int:
         "burst": sum(isinstance(r, BurstRule) for r in rules),
     }
     async with AsyncExitStack() as stack:
-        http = await open_http(stack, settings)
+        http = await open_http(stack)
         sources = build_sources(settings, http)  # raises on a missing credential
         click.echo(
             f"ok   configuration {config}: {len(sources)} source(s), {len(alerting.teams)} "

@@ -5,8 +5,11 @@
   outbox sender.
 * SIGTERM / SIGINT: stop scheduling, let the current cycles finish, flush the outbox, all
   within ``daemon.shutdown_grace``; exit 0.
-* SIGHUP: reload the configuration; an invalid one is rejected with its errors and the
-  running one stays.
+* SIGHUP: reload the configuration; an invalid one (whatever is wrong with it) is rejected
+  with its errors and the running one stays.
+* The state file found damaged while running: it is moved aside at once and the daemon
+  exits with `EXIT_STATE_CORRUPT` (3); systemd (``Restart=on-failure``) and Kubernetes
+  restart it into a fresh state that reports, not baselines.
 * systemd: READY=1 once the first jobs are scheduled, WATCHDOG=1 while the scheduler runs,
   STOPPING=1 on the way out.
 """
@@ -14,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from contextlib import AsyncExitStack
@@ -25,17 +27,18 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from taskwarden.config import load_settings
-from taskwarden.errors import TaskwardenError
-from taskwarden.outbox import DeliveryReport, OutboxSender
+from taskwarden.errors import StateError
+from taskwarden.outbox import DeliveryReport, OutboxSender, Receiver
 from taskwarden.service import systemd
 from taskwarden.service.health import serve_health
-from taskwarden.service.jobs import JobContext, deliver, poll_source
+from taskwarden.service.jobs import JobContext, deliver, poll_source, state_failed
 from taskwarden.service.metrics import Metrics
+from taskwarden.service.trouble import Trouble
 from taskwarden.state import open_state
 from taskwarden.timeutil import utc_now
 from taskwarden.wiring import (
     build_alerting,
-    build_notifiers,
+    build_receivers,
     build_sources,
     configured_silences,
     delivery_settings,
@@ -51,10 +54,12 @@ if TYPE_CHECKING:
 
     from taskwarden.config import Settings
     from taskwarden.notify.base import Notifier
-    from taskwarden.sources.base import Source
     from taskwarden.state import SqliteStateStore
 
 log = structlog.get_logger(__name__)
+
+EXIT_STATE_CORRUPT = 3
+"""The state file was found damaged while running and moved aside: restart me."""
 
 
 class Daemon:
@@ -75,6 +80,9 @@ class Daemon:
         self._ctx: JobContext | None = None
         self._settings: Settings | None = None
         self._http: httpx.AsyncClient | None = None
+        self._metrics: Metrics | None = None
+        self._fatal: BaseException | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.health_url: str | None = None
         self.ready = asyncio.Event()
         """Set once the jobs are scheduled and the health endpoint listens."""
@@ -85,6 +93,7 @@ class Daemon:
         return self._scheduler is not None and self._scheduler.running
 
     def readiness(self) -> dict[str, str]:
+        """Per source, and per trouble of the daemon itself: ``ok`` or what is wrong."""
         if self._ctx is None or self._settings is None:
             return {}
         now = self._clock()
@@ -93,16 +102,18 @@ class Daemon:
         for name, configured in self._ctx.sources.items():
             last = self._ctx.last_success.get(name)
             limit = timedelta(seconds=configured.interval * factor)
+            failure = self._ctx.last_failure.get(name)
+            why = f"; last failure: {failure}" if failure else ""
             if last is None:
-                out[name] = "no successful poll yet"
+                out[name] = f"no successful poll yet{why}"
             elif now - last > limit:
-                out[name] = f"last successful poll {int((now - last).total_seconds())}s ago"
+                out[name] = f"last successful poll {int((now - last).total_seconds())}s ago{why}"
             else:
                 out[name] = "ok"
+        for condition in self._ctx.trouble.active().values():
+            since = int((now - condition.since).total_seconds())
+            out[f"daemon:{condition.name}"] = f"failing for {since}s: {condition.error}"
         return out
-
-    def sources(self) -> Mapping[str, Source]:
-        return {n: c.source for n, c in self._ctx.sources.items()} if self._ctx else {}
 
     def delivery_totals(self) -> DeliveryReport:
         return self._ctx.sender.totals if self._ctx else DeliveryReport()
@@ -132,20 +143,34 @@ class Daemon:
         self._settings = settings
         async with AsyncExitStack() as stack:
             store = stack.enter_context(open_state(settings.state.path, now=self._clock()))
-            self._http = await open_http(stack, settings)
-            sources = {c.source.name: c for c in build_sources(settings, self._http)}
-            store.sync_config_silences(configured_silences(settings, self._clock()))
-            notifiers = self._notifiers(settings)
-            sender = OutboxSender(store, notifiers, delivery_settings(settings), clock=self._clock)
+            self._http = await open_http(stack)
             metrics = Metrics(self)
-            self._ctx = JobContext(
+            self._metrics = metrics
+            sources = {c.source.name: c for c in build_sources(settings, self._http, metrics)}
+            store.sync_config_silences(configured_silences(settings, self._clock()))
+            receivers = self._receivers(settings)
+            trouble = Trouble(count=lambda name: metrics.trouble.labels(name).inc())
+            trouble.configure(
+                receivers, settings.notifications.fallbacks, delivery_settings(settings).health
+            )
+            sender = OutboxSender(
+                store,
+                receivers,
+                delivery_settings(settings),
+                clock=self._clock,
+                on_state_error=lambda exc: state_failed(ctx, exc),
+            )
+            ctx = JobContext(
                 store=store,
                 sender=sender,
                 metrics=metrics,
                 sources=sources,
                 alerting=alerting,
                 clock=self._clock,
+                trouble=trouble,
+                fatal=self._on_fatal,
             )
+            self._ctx = ctx
             self.health_url = await stack.enter_async_context(
                 serve_health(self, metrics, settings.daemon.health_bind)
             )
@@ -159,17 +184,39 @@ class Daemon:
             log.info(
                 "daemon.started",
                 sources=sorted(sources),
-                receivers=sorted(notifiers),
+                receivers=sorted(receivers),
                 health=self.health_url,
             )
             self.ready.set()
             await self._stop.wait()
             watchdog.cancel()
             await self._shutdown(store, settings)
+        if self._fatal is not None:
+            return EXIT_STATE_CORRUPT
         return 0
 
-    def _notifiers(self, settings: Settings) -> dict[str, Notifier]:
-        return {**build_notifiers(settings), **self._extra_notifiers}
+    def _on_fatal(self, exc: BaseException) -> None:
+        """The state is damaged: move it aside now (holding the lock), then stop."""
+        if self._fatal is not None:
+            return
+        self._fatal = exc
+        log.critical(
+            "daemon.state_corrupt",
+            error=str(exc),
+            exit_code=EXIT_STATE_CORRUPT,
+            consequence="the state file is moved aside; restart into a fresh state",
+        )
+        if self._ctx is not None:
+            self._ctx.stopping = True
+            store = self._ctx.store
+            quarantine = getattr(store, "quarantine", None)
+            if quarantine is not None:
+                quarantine(self._clock(), str(exc))
+        self._stop.set()
+
+    def _receivers(self, settings: Settings) -> dict[str, Receiver]:
+        extra = {name: Receiver(n) for name, n in self._extra_notifiers.items()}
+        return {**build_receivers(settings), **extra}
 
     def _schedule_all(self, settings: Settings) -> None:
         assert self._scheduler is not None
@@ -211,7 +258,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.info("daemon.stop_requested", signal=sig.name)
@@ -227,17 +279,20 @@ class Daemon:
             await asyncio.sleep(interval)
 
     async def reload(self) -> bool:
-        """Re-read the configuration; keep the running one if the new one is invalid."""
+        """Re-read the configuration; keep the running one if the new one is invalid,
+        whatever is wrong with it (a config error, an unreadable file, a bad CA file)."""
         assert self._ctx is not None
         assert self._http is not None
         try:
             settings = load_settings(self._config)
             alerting = build_alerting(settings, self._config)
-            notifiers = self._notifiers(settings)
-            sources = {c.source.name: c for c in build_sources(settings, self._http)}
-        except TaskwardenError as exc:
+            receivers = self._receivers(settings)
+            sources = {c.source.name: c for c in build_sources(settings, self._http, self._metrics)}
+        except Exception as exc:  # noqa: BLE001 - any invalid configuration is rejected
             log.error(  # noqa: TRY400 - the message is the diagnosis; no traceback needed
-                "config.reload_rejected", errors=str(exc), keeping="the running configuration"
+                "config.reload_rejected",
+                errors=str(exc) or type(exc).__name__,
+                keeping="the running configuration",
             )
             return False
         if self._settings is not None and settings.state.path != self._settings.state.path:
@@ -249,14 +304,21 @@ class Daemon:
         register_settings_secrets(settings)
         self._ctx.alerting = alerting
         self._ctx.sources = sources
-        self._ctx.sender.replace_notifiers(notifiers, delivery_settings(settings))
-        self._ctx.store.sync_config_silences(configured_silences(settings, self._clock()))
+        delivery = delivery_settings(settings)
+        self._ctx.sender.replace_receivers(receivers, delivery)
+        self._ctx.trouble.configure(receivers, settings.notifications.fallbacks, delivery.health)
+        try:
+            self._ctx.store.sync_config_silences(configured_silences(settings, self._clock()))
+        except StateError as exc:
+            state_failed(self._ctx, exc)
         self._settings = settings
         self._schedule_all(settings)
-        log.info("config.reloaded", sources=sorted(sources), receivers=sorted(notifiers))
+        log.info("config.reloaded", sources=sorted(sources), receivers=sorted(receivers))
         return True
 
     async def _shutdown(self, store: SqliteStateStore, settings: Settings) -> None:
+        """Finish the current cycles and flush the outbox, all within the grace: a hard
+        bound, whatever a server or a notifier does meanwhile."""
         assert self._ctx is not None
         grace = settings.daemon.shutdown_grace.total_seconds()
         deadline = time.monotonic() + grace
@@ -270,9 +332,15 @@ class Daemon:
             _, pending = await asyncio.wait(in_flight, timeout=grace)
             for task in pending:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        remaining = max(deadline - time.monotonic(), 0.0)
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._fatal is not None:
+            log.info("daemon.stopped", outbox_drained=False, reason="state moved aside")
+            return
+        remaining = max(deadline - time.monotonic() - 0.5, 0.0)
         drained = await self._ctx.sender.drain(within=remaining)
-        depth, _ = store.outbox_depth()
+        try:
+            depth, _ = store.outbox_depth()
+        except StateError:
+            depth = -1
         log.info("daemon.stopped", outbox_drained=drained, outbox_pending=depth)

@@ -2,7 +2,8 @@
 
 * ``/healthz``: 200 while the scheduler runs (liveness: restart me if this fails).
 * ``/readyz``: 200 when every source completed a poll within ``readiness_factor`` × its
-  interval (readiness: something is wrong upstream or with me); the body says which is late.
+  interval and the daemon has no trouble of its own (state writes, delivery rounds);
+  503 otherwise, the body says what is late or failing and why.
 * ``/metrics``: Prometheus text format.
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
-from taskwarden.httpserver import serve_app
+from taskwarden.httpserver import ConnectionLimits, serve_app
 from taskwarden.service.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -62,5 +63,6 @@ def parse_bind(bind: str) -> tuple[str, int]:
 @asynccontextmanager
 async def serve_health(daemon: Probed, metrics: Metrics, bind: str) -> AsyncIterator[str]:
     host, port = parse_bind(bind)
-    async with serve_app(health_app(daemon, metrics), host=host, port=port) as url:
+    limits = ConnectionLimits()  # bounded: this port may face the network
+    async with serve_app(health_app(daemon, metrics), host=host, port=port, limits=limits) as url:
         yield url

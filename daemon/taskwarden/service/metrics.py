@@ -1,9 +1,10 @@
 """Prometheus metrics (prometheus-client), on a registry of the daemon's own.
 
-Counters the daemon increments (polls, their duration, alerts) are ordinary metrics; what
-already lives elsewhere (API call counters in each source's transport, delivery totals in
-the sender, outbox depth and task counts in the state) is read at scrape time by a
-collector, so there is a single source of truth for each figure.
+The `Metrics` object lives as long as the process: a reload rebuilds sources and notifiers
+but never these counters. Vendor API calls are counted as they happen (`Metrics` is the
+sources' `CallMeter`); what already lives elsewhere (delivery totals in the sender,
+outbox depth and task counts in the state) is read at scrape time by a collector, so there
+is a single source of truth for each figure.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
     from taskwarden.outbox import DeliveryReport
-    from taskwarden.sources.base import Source
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -29,7 +29,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Observable(Protocol):
     """What the collector reads from the running daemon at scrape time."""
 
-    def sources(self) -> Mapping[str, Source]: ...
     def delivery_totals(self) -> DeliveryReport: ...
     def outbox(self) -> tuple[int, float | None]:
         """Pending entries and the age of the oldest, in seconds."""
@@ -44,15 +43,6 @@ class _LiveCollector(Collector):
         self._daemon = daemon
 
     def collect(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily(
-            "taskwarden_api_calls",
-            "Vendor API requests by source, endpoint and HTTP status (retries included)",
-            labels=["source", "endpoint", "status"],
-        )
-        for name, source in sorted(self._daemon.sources().items()):
-            for (endpoint, status), count in sorted(source.transport.outcomes.items()):
-                calls.add_metric([name, endpoint, status], count)
-        yield calls
         delivered = CounterMetricFamily(
             "taskwarden_notifications",
             "Notifications by receiver and result (sent, retried, given_up)",
@@ -95,7 +85,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.polls = Counter(
             "taskwarden_polls",
-            "Poll cycles by source and outcome (ok, failed)",
+            "Poll cycles by source and outcome (ok, failed, skipped)",
             ["source", "outcome"],
             registry=self.registry,
         )
@@ -112,7 +102,29 @@ class Metrics:
             ["source", "change"],
             registry=self.registry,
         )
+        self.api_calls = Counter(
+            "taskwarden_api_calls",
+            "Vendor API requests by source, endpoint and HTTP status (retries included)",
+            ["source", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.records_rejected = Counter(
+            "taskwarden_records_rejected",
+            "Unusable records in vendor answers, skipped, by source and reason",
+            ["source", "reason"],
+            registry=self.registry,
+        )
+        self.trouble = Counter(
+            "taskwarden_daemon_trouble",
+            "Failures of the daemon itself (state writes, delivery rounds), by condition",
+            ["condition"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(daemon))
+
+    def count(self, source: str, endpoint: str, outcome: str) -> None:
+        """`CallMeter`: one vendor API attempt."""
+        self.api_calls.labels(source, endpoint, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

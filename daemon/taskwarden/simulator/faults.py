@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-FaultKind = Literal["rate_limit", "server_error", "slow", "malformed", "wrong_shape", "drop"]
+FaultKind = Literal[
+    "rate_limit",
+    "server_error",
+    "slow",
+    "malformed",
+    "wrong_shape",
+    "drop",
+    "trickle",
+    "gzip_bomb",
+    "deep_json",
+    "endless_cursor",
+    "mangle",
+]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "rate_limit",
     "server_error",
@@ -13,7 +25,17 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "malformed",
     "wrong_shape",
     "drop",
+    "trickle",
+    "gzip_bomb",
+    "deep_json",
+    "endless_cursor",
+    "mangle",
 )
+"""The hostile ones: ``trickle`` answers one byte every ``delay`` seconds; ``gzip_bomb``
+sends ``size`` bytes of gzip-compressed JSON-ish padding; ``deep_json`` nests ``size``
+arrays; ``endless_cursor`` answers a full page of new tasks and a new cursor, every time;
+``mangle`` edits the real answer: ``records`` replace (or, with ``append``, join) the
+page's tasks / jobs and ``patch`` overrides top-level keys."""
 
 
 @dataclass(slots=True)
@@ -28,6 +50,14 @@ class Fault:
     """Seconds a slow answer waits before answering normally."""
     endpoint: str = "any"
     """Which requests it hits: "any", or a route name such as "dr.list", "dr.detail"."""
+    size: int = 0
+    """Bytes of a gzip bomb (decompressed), levels of deep JSON."""
+    records: list[Any] | None = None
+    """``mangle``: raw records put on the page."""
+    append: bool = False
+    """``mangle``: add ``records`` to the page's own instead of replacing them."""
+    patch: dict[str, Any] | None = None
+    """``mangle``: top-level keys of the answer replaced (``{"totalSize": "many"}``)."""
 
     def applies_to(self, route: str) -> bool:
         return self.endpoint in ("any", route)

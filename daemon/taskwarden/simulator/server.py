@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import random
 from collections import Counter
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from taskwarden.httpserver import serve_app
 from taskwarden.simulator.faults import Fault, FaultQueue
+from taskwarden.simulator.hostile import HOSTILE
 from taskwarden.simulator.taskstore import (
     DR_STATUSES,
     SimTask,
@@ -164,7 +166,7 @@ class Simulator:
     # --- the application --------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._faults_middleware])
+        app = web.Application(middlewares=[self._clock_middleware, self._faults_middleware])
         app.router.add_get("/v1/products/tasks", self._dr_list, name="dr.list")
         app.router.add_get("/v1/products/tasks/", self._dr_list, name="dr.list_slash")
         app.router.add_get("/v1/products/tasks/{task_id}", self._dr_detail, name="dr.detail")
@@ -177,6 +179,14 @@ class Simulator:
         for extend in self.extensions:
             extend(self, app)
         return app
+
+    @web.middleware
+    async def _clock_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer's ``Date`` is the simulator's clock, as a real server's is its own."""
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["Date"] = email.utils.format_datetime(self.now(), usegmt=True)
+        return response
 
     @web.middleware
     async def _faults_middleware(  # noqa: PLR0911 - one early answer per fault kind
@@ -216,6 +226,8 @@ class Simulator:
             )
         if fault.kind == "wrong_shape":
             return web.json_response({"tasks": "not-a-list", "data": 42})
+        if fault.kind in HOSTILE:
+            return await HOSTILE[fault.kind](self, request, handler, fault)
         # drop: close the socket without answering.
         if request.transport is not None:
             request.transport.abort()
@@ -415,6 +427,10 @@ class Simulator:
                     status=int(payload.get("status", 500)),
                     delay=float(payload.get("delay", 0.0)),
                     endpoint=payload.get("endpoint", "any"),
+                    size=int(payload.get("size", 0)),
+                    records=payload.get("records"),
+                    append=bool(payload.get("append", False)),
+                    patch=payload.get("patch"),
                 )
             )
         except (KeyError, ValueError) as exc:

@@ -9,7 +9,6 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from taskwarden.model import Observation, TaskDetails
-    from taskwarden.sources.http import ApiTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +32,6 @@ class Source(Protocol):
 
     @property
     def name(self) -> str: ...
-
-    @property
-    def transport(self) -> ApiTransport:
-        """The HTTP layer, whose call counters the metrics endpoint reads."""
-        ...
 
     async def check(self) -> str:
         """One cheap authenticated call (``check --connect``); a line for humans."""

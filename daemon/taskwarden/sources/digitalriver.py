@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 import httpx
@@ -32,12 +34,20 @@ from taskwarden.sources.digitalriver_api import (
     TaskListPayload,
     TaskPayload,
 )
-from taskwarden.sources.http import ApiTransport, BearerAuth, RetryPolicy
-from taskwarden.timeutil import MAX_WINDOW, format_api_time
+from taskwarden.sources.http import (
+    ApiTransport,
+    BearerAuth,
+    CallMeter,
+    ResponseLimits,
+    RetryPolicy,
+    path_segment,
+)
+from taskwarden.sources.records import PageBudget, parse_each, summarise
+from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from taskwarden.sources.base import OpenTask, SourceView
 
@@ -53,8 +63,11 @@ STATUS_PHASES = {
     "COMPLETED": Phase.SUCCEEDED,
     "FAILED": Phase.FAILED,
 }
-MAX_PAGES_PER_LISTING = 100_000
-"""A server that keeps handing out cursors must not keep a cycle alive forever."""
+MAX_WINDOW = timedelta(days=30)
+"""The listing returns at most 30 days of receivedTime per request."""
+MAX_PAGES_PER_CYCLE = 2_000
+"""Pages one cycle may read (100,000 tasks): a server that keeps handing out cursors
+costs a bounded number of requests and bounded memory. Configurable per source."""
 
 AuthScheme = Literal["basic", "bearer"]
 
@@ -119,14 +132,15 @@ class TaskPage:
     window_begin: datetime | None
     window_end: datetime | None
     """``searchCriteria.endReceivedTime``: the end of the window the server listed."""
-    rejected: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Unusable records skipped, by reason."""
 
 
 @dataclass(frozen=True, slots=True)
 class Listing:
     tasks: tuple[Task, ...]
     window_end: datetime | None
-    rejected: int
+    rejected: Counter[str]
 
 
 def task_from_payload(payload: TaskPayload, source_name: str) -> Task:
@@ -151,7 +165,7 @@ def task_from_payload(payload: TaskPayload, source_name: str) -> Task:
     )
 
 
-def parse_listing(body: object, source_name: str) -> TaskPage:
+def parse_listing(body: object, source_name: str, *, page: int = 1) -> TaskPage:
     """A ``GET /v1/products/tasks`` body as a page of tasks.
 
     A wrong envelope is an error; a single unusable task is logged, counted and skipped, so
@@ -161,23 +175,16 @@ def parse_listing(body: object, source_name: str) -> TaskPage:
         envelope = TaskListPayload.model_validate(body)
     except ValidationError as exc:
         raise MalformedResponseError(
-            f"{VENDOR} answered GET {TASKS_PATH} with JSON of the wrong shape: {_summarise(exc)}",
+            f"{VENDOR} answered GET {TASKS_PATH} with JSON of the wrong shape: {summarise(exc)}",
             source=source_name,
         ) from exc
-    tasks: list[Task] = []
-    rejected = 0
-    for index, item in enumerate(envelope.tasks):
-        try:
-            tasks.append(task_from_payload(TaskPayload.model_validate(item), source_name))
-        except ValidationError as exc:
-            rejected += 1
-            log.exception(
-                "api.task_rejected",
-                source=source_name,
-                index=index,
-                task_id=item.get("taskId"),
-                reason=_summarise(exc),
-            )
+    tasks, rejected = parse_each(
+        envelope.tasks,
+        lambda item: task_from_payload(TaskPayload.model_validate(item), source_name),
+        source=source_name,
+        page=page,
+        id_key="taskId",
+    )
     criteria = envelope.search_criteria
     return TaskPage(
         tasks=tuple(tasks),
@@ -205,8 +212,12 @@ class DigitalRiverClient:
         auth: httpx.Auth,
         source_name: str = "digitalriver",
         retry: RetryPolicy | None = None,
+        limits: ResponseLimits | None = None,
+        meter: CallMeter | None = None,
+        max_pages: int = MAX_PAGES_PER_CYCLE,
     ) -> None:
         self.source_name = source_name
+        self.max_pages = max_pages
         self.transport = ApiTransport(
             http,
             base_url=base_url,
@@ -218,23 +229,37 @@ class DigitalRiverClient:
                 "(sources.<name>.api_key; HTTP 401 means the key, 403 the bearer token)."
             ),
             retry=retry or RetryPolicy(),
+            limits=limits,
+            meter=meter,
         )
 
-    async def list_page(self, query: TaskQuery) -> TaskPage:
+    def budget(self) -> PageBudget:
+        """The pages one cycle may read."""
+        return PageBudget(
+            self.max_pages,
+            source=self.source_name,
+            setting=f"sources.{self.source_name}.max_pages_per_cycle",
+        )
+
+    async def list_page(self, query: TaskQuery, *, page: int = 1) -> TaskPage:
         body = await self.transport.request_json(
             "GET", TASKS_PATH, endpoint="list", params=query.params(), headers=query.headers()
         )
-        return parse_listing(body, self.source_name)
+        return parse_listing(body, self.source_name, page=page)
 
-    async def iter_pages(self, query: TaskQuery) -> AsyncIterator[TaskPage]:
-        """Every page of a listing, following ``nextPage.startingAfter`` to the end."""
+    async def iter_pages(
+        self, query: TaskQuery, budget: PageBudget | None = None
+    ) -> AsyncIterator[TaskPage]:
+        """Every page of a listing, following ``nextPage.startingAfter`` whenever it is
+        there: a page whose tasks were all unusable, or an empty one, does not end it."""
+        budget = budget or self.budget()
         seen_cursors: set[str] = set()
         current = query
-        for _ in range(MAX_PAGES_PER_LISTING):
-            page = await self.list_page(current)
+        while True:
+            page = await self.list_page(current, page=budget.take())
             yield page
             cursor = page.next_cursor
-            if not cursor or not page.tasks:
+            if not cursor:
                 return
             if cursor in seen_cursors:
                 raise MalformedResponseError(
@@ -243,34 +268,25 @@ class DigitalRiverClient:
                 )
             seen_cursors.add(cursor)
             current = replace(current, starting_after=cursor, ending_before=None)
-        raise MalformedResponseError(
-            f"{VENDOR} listing did not end after {MAX_PAGES_PER_LISTING} pages",
-            source=self.source_name,
-        )
 
-    async def iter_tasks(self, query: TaskQuery) -> AsyncIterator[Task]:
-        async for page in self.iter_pages(query):
-            for task in page.tasks:
-                yield task
-
-    async def list_all(self, query: TaskQuery) -> Listing:
+    async def list_all(self, query: TaskQuery, budget: PageBudget | None = None) -> Listing:
         tasks: list[Task] = []
         window_end: datetime | None = None
-        rejected = 0
-        async for page in self.iter_pages(query):
+        rejected: Counter[str] = Counter()
+        async for page in self.iter_pages(query, budget):
             tasks.extend(page.tasks)
             window_end = page.window_end or window_end
-            rejected += page.rejected
+            rejected.update(page.rejected)
         return Listing(tuple(tasks), window_end, rejected)
 
     async def get_task(self, task_id: str) -> TaskDetails:
-        path = f"{TASKS_PATH}/{httpx.URL(task_id).raw_path.decode()}"
+        path = f"{TASKS_PATH}/{path_segment(task_id)}"
         body = await self.transport.request_json("GET", path, endpoint="detail")
         try:
             payload = TaskDetailPayload.model_validate(body)
         except ValidationError as exc:
             raise MalformedResponseError(
-                f"{VENDOR} answered GET {path} with JSON of the wrong shape: {_summarise(exc)}",
+                f"{VENDOR} answered GET {path} with JSON of the wrong shape: {summarise(exc)}",
                 source=self.source_name,
             ) from exc
         return TaskDetails(
@@ -281,13 +297,13 @@ class DigitalRiverClient:
         )
 
 
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+@dataclass(slots=True)
+class _Scan:
+    """What one cycle's scan has found so far, and what it may still spend."""
+
+    budget: PageBudget
+    seen: dict[str, Task] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)
 
 
 class DigitalRiverSource:
@@ -300,10 +316,6 @@ class DigitalRiverSource:
     def name(self) -> str:
         return self._client.source_name
 
-    @property
-    def transport(self) -> ApiTransport:
-        return self._client.transport
-
     async def details(self, task_id: str) -> TaskDetails:
         return await self._client.get_task(task_id)
 
@@ -314,34 +326,36 @@ class DigitalRiverSource:
     async def observe(
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta
     ) -> Observation:
-        calls_before = self._client.transport.total_calls
         since = view.checkpoint - overlap if view.checkpoint is not None else now - lookback
-        seen: dict[str, Task] = {}
-        checkpoint, rejected = await self._scan_received_since(since, now, (), seen)
-        stale = [t for t in view.open_tasks if t.task_id not in seen]
-        strategy, gone, relist_rejected = await self._refresh_open(stale, view, since, now, seen)
+        scan = _Scan(self._client.budget())
+        checkpoint = await self._scan_received_since(scan, since, now, (), scan.seen)
+        stale = [t for t in view.open_tasks if t.task_id not in scan.seen]
+        strategy, gone = await self._refresh_open(scan, stale, view, since, now)
         return Observation(
-            tasks=tuple(seen.values()),
+            tasks=tuple(scan.seen.values()),
             # Server time, but never ahead of ours: a server clock running fast must not
             # make us skip what is received between our "now" and its.
             checkpoint=min(checkpoint, now),
             gone=frozenset(gone),
             strategy=strategy,
-            api_calls=self._client.transport.total_calls - calls_before,
-            rejected=rejected + relist_rejected,
+            rejected=scan.rejected,
         )
 
     async def _scan_received_since(
-        self, since: datetime, now: datetime, statuses: tuple[str, ...], into: dict[str, Task]
-    ) -> tuple[datetime, int]:
+        self,
+        scan: _Scan,
+        since: datetime,
+        now: datetime,
+        statuses: tuple[str, ...],
+        into: dict[str, Task],
+    ) -> datetime:
         """List everything received since ``since``, slice by slice; returns the covered end."""
         begin = since
-        rejected = 0
         while True:
             listing = await self._client.list_all(
-                TaskQuery(task_status=statuses, begin_received_time=begin)
+                TaskQuery(task_status=statuses, begin_received_time=begin), scan.budget
             )
-            rejected += listing.rejected
+            scan.rejected.update(listing.rejected)
             for task in listing.tasks:
                 into[task.task_id] = task
             end = listing.window_end or min(begin + MAX_WINDOW, now)
@@ -353,40 +367,51 @@ class DigitalRiverSource:
                 )
             # A window shorter than the cap means the server stopped at its own "now".
             if end >= now or end - begin < MAX_WINDOW:
-                return end, rejected
+                return end
             begin = end
 
     async def _refresh_open(
         self,
+        scan: _Scan,
         stale: Sequence[OpenTask],
         view: SourceView,
         since: datetime,
         now: datetime,
-        into: dict[str, Task],
-    ) -> tuple[str, set[str], int]:
+    ) -> tuple[str, set[str]]:
         if not stale:
-            return "none", set(), 0
+            return "none", set()
         oldest = min(t.received_time for t in stale)
         slices = max(1, math.ceil((since - oldest) / MAX_WINDOW))
         open_in_range = sum(1 for t in view.open_tasks if t.received_time >= oldest)
         relist_cost = slices + math.ceil(open_in_range / MAX_LIMIT)
         if relist_cost >= len(stale):
-            gone = await self._fetch_each([t.task_id for t in stale], into)
-            return "detail", gone, 0
+            gone = await self._fetch_each(scan, [t.task_id for t in stale])
+            return "detail", gone
         found: dict[str, Task] = {}
-        _, rejected = await self._scan_received_since(oldest, now, OPEN_STATUSES, found)
+        await self._scan_received_since(scan, oldest, now, OPEN_STATUSES, found)
         for task_id, task in found.items():
-            into.setdefault(task_id, task)
+            scan.seen.setdefault(task_id, task)
         left_open_set = [t.task_id for t in stale if t.task_id not in found]
-        gone = await self._fetch_each(left_open_set, into)
-        return "relist", gone, rejected
+        gone = await self._fetch_each(scan, left_open_set)
+        return "relist", gone
 
-    async def _fetch_each(self, task_ids: Sequence[str], into: dict[str, Task]) -> set[str]:
+    async def _fetch_each(self, scan: _Scan, task_ids: Sequence[str]) -> set[str]:
+        """Refresh tasks one by one; one whose answer is unusable stays as it was (and is
+        tried again next cycle) instead of failing the cycle for every other task."""
         gone: set[str] = set()
         for task_id in task_ids:
             try:
-                into[task_id] = (await self._client.get_task(task_id)).task
+                scan.seen[task_id] = (await self._client.get_task(task_id)).task
             except NotFoundError:
                 log.warning("task.vanished", source=self.name, task_id=task_id)
                 gone.add(task_id)
+            except (MalformedResponseError, InvalidRequestError) as exc:
+                scan.rejected["detail:unusable"] += 1
+                log.warning(
+                    "api.record_rejected",
+                    source=self.name,
+                    task_id=task_id,
+                    reason="detail:unusable",
+                    error=str(exc),
+                )
         return gone

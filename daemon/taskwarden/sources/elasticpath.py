@@ -16,7 +16,10 @@ Polling model, and why:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -24,6 +27,7 @@ from pydantic import ValidationError
 
 from taskwarden.errors import (
     AuthenticationError,
+    InvalidRequestError,
     MalformedResponseError,
     NotFoundError,
     ServerError,
@@ -36,11 +40,20 @@ from taskwarden.sources.elasticpath_api import (
     JobPayload,
     TokenPayload,
 )
-from taskwarden.sources.http import ApiTransport, RetryPolicy, describe_error_body, with_hint
+from taskwarden.sources.http import (
+    ApiTransport,
+    CallMeter,
+    ResponseLimits,
+    RetryPolicy,
+    describe_error_body,
+    path_segment,
+    with_hint,
+)
+from taskwarden.sources.records import PageBudget, parse_each, summarise
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
-    from datetime import datetime, timedelta
+    from collections.abc import AsyncGenerator, Callable, Iterable
+    from datetime import datetime
 
     from taskwarden.sources.base import SourceView
 
@@ -50,7 +63,8 @@ VENDOR = "Elastic Path"
 JOBS_PATH = "/pcm/jobs"
 TOKEN_PATH = "/oauth/access_token"  # noqa: S105 - a URL path, not a secret
 PAGE_LIMIT = 100
-MAX_PAGES = 10_000
+MAX_PAGES = 2_000
+"""Pages one cycle may read (configurable per source): bounded requests and memory."""
 STATUS_PHASES = {
     "pending": Phase.OPEN,
     "started": Phase.OPEN,
@@ -85,7 +99,6 @@ class ClientCredentialsAuth(httpx.Auth):
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
-        self.tokens_fetched = 0
 
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(client_id={self._client_id!r}, client_secret='***')"
@@ -104,7 +117,7 @@ class ClientCredentialsAuth(httpx.Auth):
 
     def _accept(self, response: httpx.Response) -> None:
         status = response.status_code
-        said = describe_error_body(response)
+        said = describe_error_body(response.content, response.reason_phrase)
         what = f"{VENDOR} answered POST {TOKEN_PATH} with HTTP {status}: {said}"
         if status in (400, 401, 403, 422):
             raise AuthenticationError(
@@ -127,7 +140,6 @@ class ClientCredentialsAuth(httpx.Auth):
         lifetime = token.expires_in if token.expires_in is not None else 3600.0
         self._token = token.access_token
         self._refresh_at = self._clock() + max(lifetime - TOKEN_MARGIN, lifetime / 2)
-        self.tokens_fetched += 1
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -177,6 +189,18 @@ def job_from_payload(job: JobPayload, source: str, base_url: str) -> Task:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: tuple[Task, ...]
+    more: bool
+    """The server offers another page."""
+    entries: int
+    """Entries on the page, usable or not (the next page's offset moves by this)."""
+    rejected: Counter[str]
+    server_time: datetime | None
+    """The server's ``Date``: its clock, which ``created_at`` is written in."""
+
+
 class ElasticPathClient:
     def __init__(
         self,
@@ -188,11 +212,15 @@ class ElasticPathClient:
         source_name: str,
         retry: RetryPolicy,
         page_limit: int = PAGE_LIMIT,
+        limits: ResponseLimits | None = None,
+        meter: CallMeter | None = None,
+        max_pages: int = MAX_PAGES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source_name = source_name
         self.base_url = base_url.rstrip("/")
         self.page_limit = page_limit
+        self.max_pages = max_pages
         self.auth = ClientCredentialsAuth(
             self.base_url + TOKEN_PATH,
             client_id,
@@ -208,89 +236,92 @@ class ElasticPathClient:
             vendor=VENDOR,
             credential_hint=f"Check the client credentials of source '{source_name}'",
             retry=retry,
+            limits=limits,
+            meter=meter,
         )
 
-    def _malformed(self, what: str, exc: Exception) -> MalformedResponseError:
+    def budget(self) -> PageBudget:
+        return PageBudget(
+            self.max_pages,
+            source=self.source_name,
+            setting=f"sources.{self.source_name}.max_pages_per_cycle",
+        )
+
+    def _malformed(self, what: str, exc: ValidationError) -> MalformedResponseError:
         return MalformedResponseError(
-            f"{VENDOR} {what} has an unexpected shape: {exc}", source=self.source_name
+            f"{VENDOR} {what} has an unexpected shape: {summarise(exc)}", source=self.source_name
         )
 
-    async def list_page(self, offset: int) -> tuple[list[Task], bool, int]:
-        """One page, newest first: (jobs, whether more pages exist, rejected entries)."""
-        body = await self.transport.request_json(
+    async def list_page(self, offset: int, *, page: int = 1) -> JobPage:
+        """One page of the listing (whose order the docs do not state)."""
+        reply = await self.transport.request(
             "GET",
             JOBS_PATH,
             endpoint="jobs.list",
             params={"page[limit]": str(self.page_limit), "page[offset]": str(offset)},
         )
         try:
-            page = JobListPayload.model_validate(body)
+            listing = JobListPayload.model_validate(reply.body)
         except ValidationError as exc:
             raise self._malformed("job listing", exc) from None
-        jobs: list[Task] = []
-        rejected = 0
-        for entry in page.data:
-            try:
-                jobs.append(
-                    job_from_payload(
-                        JobPayload.model_validate(entry), self.source_name, self.base_url
-                    )
-                )
-            except (ValidationError, ValueError) as exc:
-                rejected += 1
-                log.warning(
-                    "api.task_rejected",
-                    source=self.source_name,
-                    entry=_excerpt(entry),
-                    error=str(exc),
-                )
-        more = bool(page.links and page.links.next) or len(page.data) >= self.page_limit
-        return jobs, more and bool(page.data), rejected
+        jobs, rejected = parse_each(
+            listing.data,
+            lambda entry: job_from_payload(
+                JobPayload.model_validate(entry), self.source_name, self.base_url
+            ),
+            source=self.source_name,
+            page=page,
+            id_key="id",
+        )
+        entries = len(listing.data)
+        more = bool(listing.links and listing.links.next) or entries >= self.page_limit
+        return JobPage(tuple(jobs), more and entries > 0, entries, rejected, reply.server_time)
 
     async def get_job(self, job_id: str) -> Task:
         body = await self.transport.request_json(
-            "GET", f"{JOBS_PATH}/{job_id}", endpoint="jobs.get"
+            "GET", f"{JOBS_PATH}/{path_segment(job_id)}", endpoint="jobs.get"
         )
         try:
             return job_from_payload(
                 JobDetailPayload.model_validate(body).data, self.source_name, self.base_url
             )
         except ValidationError as exc:
-            raise self._malformed(f"job {job_id}", exc) from None
+            raise self._malformed(f"job {job_id!r}", exc) from None
 
     async def get_errors(self, job_id: str) -> tuple[Problem, ...]:
         body = await self.transport.request_json(
-            "GET", f"{JOBS_PATH}/{job_id}/errors", endpoint="jobs.errors"
+            "GET", f"{JOBS_PATH}/{path_segment(job_id)}/errors", endpoint="jobs.errors"
         )
         try:
             errors = JobErrorsPayload.model_validate(body).data or []
         except ValidationError as exc:
-            raise self._malformed(f"errors of job {job_id}", exc) from None
+            raise self._malformed(f"errors of job {job_id!r}", exc) from None
         # Job errors carry a message and no code.
         return tuple(Problem("", e.attributes.message) for e in errors if e.attributes.message)
 
 
-def _excerpt(entry: Any) -> str:
-    return repr(entry)[:200]
-
-
 class ElasticPathSource:
-    """The `Source` adapter for PCM jobs."""
+    """The `Source` adapter for PCM jobs.
+
+    The docs state no order for ``GET /pcm/jobs`` (their example is unsorted), so paging
+    stops early only once this process has seen a complete listing come newest first; until
+    then, and again after any page breaks that order, every page is read. The checkpoint is
+    in the vendor's clock (``Date`` of the first listing call), never ours alone.
+    """
 
     def __init__(self, client: ElasticPathClient) -> None:
         self._client = client
+        self._newest_first = False
+        """Established by a complete newest-first listing; lost by any page that is not."""
+        self._skew_warned: float | None = None
 
     @property
     def name(self) -> str:
         return self._client.source_name
 
-    @property
-    def transport(self) -> ApiTransport:
-        return self._client.transport
-
     async def check(self) -> str:
-        jobs, _, _ = await self._client.list_page(0)
-        return f"token issued, jobs listed ({len(jobs)} on the first page)"
+        first = await self._client.list_page(0)
+        return f"token issued, jobs listed ({len(first.jobs)} on the first page)"
 
     async def details(self, task_id: str) -> TaskDetails:
         job = await self._client.get_job(task_id)
@@ -300,39 +331,114 @@ class ElasticPathSource:
     async def observe(
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta
     ) -> Observation:
-        calls_before = self._client.transport.total_calls
-        since = view.checkpoint - overlap if view.checkpoint is not None else now - lookback
-        seen: dict[str, Task] = {}
-        rejected = 0
+        budget = self._client.budget()
+        rejected: Counter[str] = Counter()
+        listed: dict[str, Task] = {}
+        since: datetime | None = None
+        server_time: datetime | None = None
+        ordered = True
+        previous: datetime | None = None
         offset = 0
-        for _ in range(MAX_PAGES):
-            jobs, more, bad = await self._client.list_page(offset)
-            rejected += bad
-            recent = [j for j in jobs if j.received_time >= since]
-            for job in recent:
-                seen[job.task_id] = job
-            if not more or len(recent) < len(jobs):
+        while True:
+            page = await self._client.list_page(offset, page=budget.take())
+            rejected.update(page.rejected)
+            if since is None:
+                server_time = page.server_time
+                self._note_skew(server_time, now, overlap)
+                since = (
+                    view.checkpoint - overlap
+                    if view.checkpoint is not None
+                    else (server_time or now) - lookback
+                )
+            for job in page.jobs:
+                listed.setdefault(job.task_id, job)
+                if previous is not None and job.received_time > previous:
+                    ordered = False
+                previous = job.received_time
+            reached_older = any(j.received_time < since for j in page.jobs)
+            if not page.more or (self._newest_first and ordered and reached_older):
                 break
-            offset += len(jobs) + bad
-        else:
-            raise MalformedResponseError(
-                f"{VENDOR} kept offering pages after {MAX_PAGES}", source=self.name
-            )
+            offset += page.entries
+        complete = not page.more
+        self._learn_order(ordered=ordered, complete=complete, jobs=len(listed))
+        assert since is not None
+        seen = {k: j for k, j in listed.items() if j.received_time >= since}
         gone: set[str] = set()
+        refreshed = 0
         for open_job in view.open_tasks:
             if open_job.task_id in seen:
                 continue
+            if complete and open_job.task_id in listed:
+                seen[open_job.task_id] = listed[open_job.task_id]
+                continue
+            refreshed += 1
             try:
                 seen[open_job.task_id] = await self._client.get_job(open_job.task_id)
             except NotFoundError:
                 log.warning("task.vanished", source=self.name, task_id=open_job.task_id)
                 gone.add(open_job.task_id)
-        stale = sum(1 for t in view.open_tasks if t.received_time < since)
+            except (MalformedResponseError, InvalidRequestError) as exc:
+                rejected["detail:unusable"] += 1
+                log.warning(
+                    "api.record_rejected",
+                    source=self.name,
+                    task_id=open_job.task_id,
+                    reason="detail:unusable",
+                    error=str(exc),
+                )
         return Observation(
             tasks=tuple(seen.values()),
-            checkpoint=now,
+            checkpoint=self._checkpoint(server_time, listed.values(), view, since),
             gone=frozenset(gone),
-            strategy="detail" if stale else "none",
-            api_calls=self._client.transport.total_calls - calls_before,
+            strategy="detail" if refreshed else ("listing" if view.open_tasks else "none"),
             rejected=rejected,
+        )
+
+    @staticmethod
+    def _checkpoint(
+        server_time: datetime | None,
+        listed: Iterable[Task],
+        view: SourceView,
+        since: datetime,
+    ) -> datetime:
+        """Everything created before this moment (vendor clock) has been listed.
+
+        The ``Date`` of the first listing call (one-second resolution, so a second less);
+        without one, the newest ``created_at`` seen; without either, no progress."""
+        if server_time is not None:
+            return server_time - timedelta(seconds=1)
+        newest = max((j.received_time for j in listed), default=None)
+        candidates = [c for c in (newest, view.checkpoint) if c is not None]
+        return max(candidates, default=since)
+
+    def _learn_order(self, *, ordered: bool, complete: bool, jobs: int) -> None:
+        if not ordered and self._newest_first:
+            self._newest_first = False
+            log.warning(
+                "source.listing_order_lost",
+                source=self.name,
+                consequence="every page is read until a complete listing is newest first again",
+            )
+        elif ordered and complete and jobs >= 2 and not self._newest_first:
+            self._newest_first = True
+            log.info("source.listing_order_established", source=self.name, order="newest first")
+
+    def _note_skew(self, server_time: datetime | None, now: datetime, overlap: timedelta) -> None:
+        """Warn when our clock and the vendor's disagree by more than a quarter of the
+        overlap (once, and again when the skew changes by as much)."""
+        if server_time is None:
+            return
+        skew = (now - server_time).total_seconds()
+        tolerance = overlap.total_seconds() / 4
+        if abs(skew) <= tolerance + 1:
+            return
+        if self._skew_warned is not None and abs(skew - self._skew_warned) <= tolerance:
+            return
+        self._skew_warned = skew
+        log.warning(
+            "source.clock_skew",
+            source=self.name,
+            local_minus_vendor_seconds=round(skew, 1),
+            overlap_seconds=overlap.total_seconds(),
+            effect="the checkpoint follows the vendor's clock; check NTP on this host",
         )

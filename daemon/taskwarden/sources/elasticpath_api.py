@@ -1,17 +1,24 @@
 """Elastic Path PCM jobs payloads (pydantic at the boundary, lenient where the docs are).
 
 Timestamps come with and without ``Z`` and with two or three fractional digits (naive ones
-are UTC); unknown job types and statuses are kept verbatim; ``meta`` may be missing.
+are UTC); unknown job types and statuses are kept verbatim; ``meta`` may be missing, and
+an unusable ``meta`` field is dropped rather than costing the job. What a job cannot live
+without (``id``, ``type``, ``status``, ``created_at``) is strict: a job missing one is
+rejected on its own (see `taskwarden.sources.records`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime  # noqa: TC003 - pydantic resolves annotations at run time
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from taskwarden.sources.records import lenient
 from taskwarden.timeutil import parse_api_time
+
+VENDOR_ID = r"^[^\x00-\x1f\x7f]+$"
+"""An identifier that goes into URLs, logs and messages: no control characters."""
 
 
 class _Lenient(BaseModel):
@@ -24,42 +31,63 @@ def _time(value: Any) -> Any:
     return value
 
 
-class JobAttributes(_Lenient):
-    type: str
-    status: str
-    created_at: datetime
-    updated_at: datetime | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+def _optional_time(value: Any) -> Any:
+    """A timestamp the job can do without: unreadable is absent."""
+    try:
+        return _time(value)
+    except ValueError:
+        return None
 
-    _times = field_validator(
-        "created_at", "updated_at", "started_at", "completed_at", mode="before"
-    )(_time)
+
+def _strings_only(value: Any) -> Any:
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return value
+
+
+class JobAttributes(_Lenient):
+    type: str = Field(min_length=1, max_length=128, pattern=VENDOR_ID)
+    status: str = Field(min_length=1, max_length=64, pattern=VENDOR_ID)
+    created_at: datetime
+    updated_at: Annotated[datetime | None, lenient(None)] = None
+    started_at: Annotated[datetime | None, lenient(None)] = None
+    completed_at: Annotated[datetime | None, lenient(None)] = None
+
+    _created = field_validator("created_at", mode="before")(_time)
+    _others = field_validator("updated_at", "started_at", "completed_at", mode="before")(
+        _optional_time
+    )
 
 
 class JobMeta(_Lenient):
-    x_request_id: str | None = None
-    copied_from: str | None = None
-    hierarchy_id: str | None = None
-    file_locations: list[str] | None = None
-    filter: str | None = None
+    x_request_id: Annotated[str | None, lenient(None)] = None
+    copied_from: Annotated[str | None, lenient(None)] = None
+    hierarchy_id: Annotated[str | None, lenient(None)] = None
+    file_locations: Annotated[list[str] | None, BeforeValidator(_strings_only), lenient(None)] = (
+        None
+    )
+    filter: Annotated[str | None, lenient(None)] = None
 
 
 class JobPayload(_Lenient):
-    id: str = Field(min_length=1)
-    type: str = "pim-job"
+    id: str = Field(min_length=1, max_length=256, pattern=VENDOR_ID)
+    type: Annotated[str, lenient("pim-job")] = "pim-job"
     attributes: JobAttributes
-    meta: JobMeta | None = None
+    meta: Annotated[JobMeta | None, lenient(None)] = None
 
 
 class JobListLinks(_Lenient):
-    next: str | None = None
+    next: Annotated[str | None, lenient(None)] = None
+
+
+def _null_is_empty(value: Any) -> Any:
+    return [] if value is None else value
 
 
 class JobListPayload(_Lenient):
-    data: list[dict[str, Any]]
+    data: Annotated[list[Any], BeforeValidator(_null_is_empty)]
     """Raw entries: each is validated on its own, so one bad job cannot hide the rest."""
-    links: JobListLinks | None = None
+    links: Annotated[JobListLinks | None, lenient(None)] = None
 
 
 class JobDetailPayload(_Lenient):
@@ -67,16 +95,22 @@ class JobDetailPayload(_Lenient):
 
 
 class JobErrorAttributes(_Lenient):
-    message: str = ""
+    message: Annotated[str, lenient("")] = ""
 
 
 class JobErrorPayload(_Lenient):
-    id: str | None = None
-    attributes: JobErrorAttributes = JobErrorAttributes()
+    id: Annotated[str | None, lenient(None)] = None
+    attributes: Annotated[JobErrorAttributes, lenient(JobErrorAttributes())] = JobErrorAttributes()
+
+
+def _objects_only(value: Any) -> Any:
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return value
 
 
 class JobErrorsPayload(_Lenient):
-    data: list[JobErrorPayload] | None = None
+    data: Annotated[list[JobErrorPayload] | None, BeforeValidator(_objects_only)] = None
 
 
 class TokenPayload(_Lenient):

@@ -1,17 +1,34 @@
 """One JSON request with bounded retries, mapped onto taskwarden's error hierarchy.
 
 Shared by every vendor adapter: the vendor supplies its paths and how to describe a
-credential problem; this module owns status-code semantics and retry policy.
+credential problem; this module owns status-code semantics, retry policy and the bounds on
+what one answer may cost:
+
+* every attempt has a hard deadline (connect to last body byte: a server trickling one byte
+  a second cannot hold a poll), and the retries of one request, Retry-After waits included,
+  stay within ``RetryPolicy.total_timeout``;
+* a body is read as it is decompressed and refused past ``max_body_bytes`` (a gzip bomb
+  costs at most that); JSON nested deeper than ``max_json_depth`` is refused before any
+  model sees it; lone UTF-16 surrogates (``\\ud800``) become U+FFFD so that no rendering
+  downstream can fail on them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
+import math
+import random
+import re
+import time
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import httpx
 import stamina
@@ -29,9 +46,13 @@ from taskwarden.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Mapping
+    from collections.abc import Callable, Generator, Iterator, Mapping
 
 _BODY_EXCERPT = 200
+_ERROR_BODY_BYTES = 64 * 1024
+"""An error answer is only read for its message: the rest is dropped."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +61,48 @@ class RetryPolicy:
 
     attempts: int = 5
     total_timeout: float = 60.0
+    """Every attempt and every wait between them, Retry-After included, fit in this."""
     wait_initial: float = 0.5
     wait_max: float = 30.0
     max_retry_after: float = 120.0
     """A Retry-After longer than this is capped: a poll cycle must end eventually."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseLimits:
+    """What one answer may cost: time, decompressed bytes and JSON depth."""
+
+    attempt_timeout: float = 30.0
+    """Connect to last body byte, per attempt (httpx's own timeouts are per read)."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 32
+
+
+class CallMeter(Protocol):
+    """Told about every attempt: the process's metrics count them across reloads."""
+
+    def count(self, source: str, endpoint: str, outcome: str) -> None:
+        """``outcome``: the HTTP status, or ``error`` when no answer came."""
+        ...
+
+
+_calls_in_scope: ContextVar[tuple[Counter[str], ...]] = ContextVar("calls_in_scope", default=())
+
+
+@contextmanager
+def counting_calls() -> Iterator[Counter[str]]:
+    """Count every attempt made inside the block (a poll cycle's cost), per endpoint.
+
+    A context variable, so the concurrent detail fetches of one cycle count towards it and
+    another source's cycle running at the same time does not. Scopes nest: an attempt
+    counts in every enclosing one.
+    """
+    calls: Counter[str] = Counter()
+    token = _calls_in_scope.set((*_calls_in_scope.get(), calls))
+    try:
+        yield calls
+    finally:
+        _calls_in_scope.reset(token)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -52,15 +111,30 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     text = value.strip()
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
     reference = now or datetime.now(tz=UTC)
     return max(0.0, (when - reference).total_seconds())
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """A ``Date`` header as an aware UTC datetime, or None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def with_hint(message: str, hint: str) -> str:
@@ -68,24 +142,78 @@ def with_hint(message: str, hint: str) -> str:
     return f"{message.rstrip('.')}. {hint}"
 
 
-def describe_error_body(response: httpx.Response) -> str:
+def path_segment(value: str) -> str:
+    """An identifier from the vendor as one URL path segment (``/``, CR, LF all escaped)."""
+    return quote(value, safe="")
+
+
+def describe_error_body(body: bytes, reason: str = "") -> str:
     """The server's own words about an error, whatever shape the vendor uses."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:_BODY_EXCERPT].strip() or response.reason_phrase
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        excerpt = body[:_BODY_EXCERPT].decode("utf-8", "replace").strip()
+        return excerpt or reason
     messages: list[str] = []
-    if isinstance(body, dict):
-        errors = body.get("errors")
+    if isinstance(parsed, dict):
+        errors = parsed.get("errors")
         if isinstance(errors, list):
             for item in errors:
                 if isinstance(item, dict):
                     code = item.get("code") or item.get("errorCode") or item.get("title")
                     text = item.get("message") or item.get("detail") or item.get("description")
                     messages.append(": ".join(str(part) for part in (code, text) if part))
-        elif isinstance(body.get("message"), str):
-            messages.append(body["message"])
-    return "; ".join(m for m in messages if m) or json.dumps(body)[:_BODY_EXCERPT]
+        elif isinstance(parsed.get("message"), str):
+            messages.append(str(parsed["message"]))
+    said = "; ".join(m for m in messages if m) or json.dumps(parsed)[:_BODY_EXCERPT]
+    return said[: _BODY_EXCERPT * 2]
+
+
+def decode_json(body: bytes, *, max_depth: int, what: str, source: str) -> Any:
+    """Parse a body, refusing what no sane answer looks like (too deep, not JSON)."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise MalformedResponseError(
+            f"{what}: JSON nested too deeply to parse", source=source
+        ) from None
+    except ValueError as exc:
+        excerpt = body[:80].decode("utf-8", "replace").replace("\n", " ")
+        raise MalformedResponseError(
+            f"{what} but the body is not JSON (starts with {excerpt!r})", source=source
+        ) from exc
+    clean = _SURROGATE_ESCAPE.search(body) is not None
+    return _bounded(parsed, max_depth=max_depth, clean=clean, what=what, source=source)
+
+
+def _bounded(value: Any, *, max_depth: int, clean: bool, what: str, source: str) -> Any:
+    """Check the depth without recursion; replace lone surrogates when there may be some."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise MalformedResponseError(
+                f"{what}: JSON nested deeper than {max_depth} levels", source=source
+            )
+        if isinstance(node, dict):
+            for key, item in list(node.items()):
+                if clean and isinstance(item, str):
+                    node[key] = _LONE_SURROGATE.sub("\ufffd", item)
+                elif isinstance(item, (dict, list)):
+                    stack.append((item, depth + 1))
+            if clean and any(isinstance(k, str) and _LONE_SURROGATE.search(k) for k in node):
+                cleaned = {_LONE_SURROGATE.sub("\ufffd", k): v for k, v in node.items()}
+                node.clear()
+                node.update(cleaned)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if clean and isinstance(item, str):
+                    node[index] = _LONE_SURROGATE.sub("\ufffd", item)
+                elif isinstance(item, (dict, list)):
+                    stack.append((item, depth + 1))
+    if clean and isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    return value
 
 
 class BearerAuth(httpx.Auth):
@@ -102,15 +230,16 @@ class BearerAuth(httpx.Auth):
         return "BearerAuth(token='***')"
 
 
-def _retry_decision(exc: Exception) -> bool | float:
-    """stamina backoff hook: honour Retry-After, back off exponentially on other transients."""
-    if isinstance(exc, TransientSourceError):
-        return exc.retry_after if exc.retry_after is not None else True
-    return False
+@dataclass(frozen=True, slots=True)
+class ApiReply:
+    """A 2xx answer: its JSON and the server's clock (``Date``), when it said."""
+
+    body: Any
+    server_time: datetime | None
 
 
 class ApiTransport:
-    """Sends GET requests for one source and counts every attempt."""
+    """Sends requests for one source; reports every attempt to the meter."""
 
     def __init__(
         self,
@@ -122,6 +251,9 @@ class ApiTransport:
         vendor: str,
         credential_hint: str,
         retry: RetryPolicy,
+        limits: ResponseLimits | None = None,
+        meter: CallMeter | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
@@ -130,14 +262,13 @@ class ApiTransport:
         self._vendor = vendor
         self._credential_hint = credential_hint
         self._retry = retry
-        self.calls: Counter[str] = Counter()
-        """Attempts per endpoint label, retries included: what the vendor bills and limits."""
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        """Attempts per (endpoint, HTTP status or ``error``), for the metrics endpoint."""
+        self._limits = limits or ResponseLimits()
+        self._meter = meter
+        self._monotonic = monotonic
 
     @property
-    def total_calls(self) -> int:
-        return sum(self.calls.values())
+    def limits(self) -> ResponseLimits:
+        return self._limits
 
     async def request_json(
         self,
@@ -148,15 +279,27 @@ class ApiTransport:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
-        retry: bool = True,
     ) -> Any:
         """One logical request; transient failures are retried within the policy."""
-        if not retry:
-            return await self._attempt(
-                method, path, endpoint=endpoint, params=params, headers=headers, data=data
-            )
+        reply = await self.request(
+            method, path, endpoint=endpoint, params=params, headers=headers, data=data
+        )
+        return reply.body
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> ApiReply:
+        """`request_json` with the server's ``Date``: a clock the vendor keeps, not ours."""
+        deadline = self._monotonic() + self._retry.total_timeout
         async for attempt in stamina.retry_context(
-            on=self._backoff,
+            on=self._backoff_within(deadline),
             attempts=self._retry.attempts,
             timeout=self._retry.total_timeout,
             wait_initial=self._retry.wait_initial,
@@ -168,16 +311,37 @@ class ApiTransport:
                 )
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    def _backoff(self, exc: Exception) -> bool | float:
-        """Retry transients; a server-given Retry-After replaces the exponential wait.
+    def _backoff_within(self, deadline: float) -> Callable[[Exception], bool | float]:
+        """stamina backoff hook: retry transients, waiting what the server asked for
+        (Retry-After) or backing off exponentially with jitter. A wait that would end past
+        the request's total budget is not taken: the error is raised now, so a
+        ``Retry-After: 3600`` cannot hold a poll beyond ``total_timeout``.
 
         stamina logs every scheduled retry (``stamina.retry_scheduled``) with the cause and
         the wait; the poll cycle's bound context adds the source and cycle id.
         """
-        decision = _retry_decision(exc)
-        if isinstance(decision, bool):
-            return decision
-        return min(decision, self._retry.max_retry_after)
+        retries = 0
+
+        def decide(exc: Exception) -> bool | float:
+            nonlocal retries
+            if not isinstance(exc, TransientSourceError):
+                return False
+            policy = self._retry
+            if exc.retry_after is not None:
+                wait = min(exc.retry_after, policy.max_retry_after)
+            else:
+                backoff = min(policy.wait_max, policy.wait_initial * 2**retries)
+                wait = backoff + random.uniform(0, policy.wait_initial)  # noqa: S311 - jitter, not a secret
+            retries += 1
+            return wait if wait < deadline - self._monotonic() else False
+
+        return decide
+
+    def _count(self, endpoint: str, outcome: str) -> None:
+        for scope in _calls_in_scope.get():
+            scope[endpoint] += 1
+        if self._meter is not None:
+            self._meter.count(self._source, endpoint, outcome)
 
     async def _attempt(
         self,
@@ -188,48 +352,79 @@ class ApiTransport:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         data: Mapping[str, str] | None,
-    ) -> Any:
-        self.calls[endpoint] += 1
+    ) -> ApiReply:
         what = f"{method} {path}"
+        limit = self._limits.attempt_timeout
+        outcome = "error"
         try:
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                params=params,
-                headers=headers,
-                data=data,
-                auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException as exc:
-            self.outcomes[endpoint, "error"] += 1
+            async with (
+                asyncio.timeout(limit),
+                self._http.stream(
+                    method,
+                    self._base_url + path,
+                    params=params,
+                    headers=headers,
+                    data=data,
+                    auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=limit,
+                ) as response,
+            ):
+                outcome = str(response.status_code)
+                ok = 200 <= response.status_code < 300
+                cap = self._limits.max_body_bytes if ok else _ERROR_BODY_BYTES
+                body = await self._read(response, cap, what, truncate=not ok)
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise ConnectionFailedError(
-                f"{self._vendor} did not answer {what} in time ({type(exc).__name__})",
+                f"{self._vendor} did not answer {what} within {limit:g}s",
                 source=self._source,
             ) from exc
-        except httpx.TransportError as exc:
-            self.outcomes[endpoint, "error"] += 1
+        except httpx.DecodingError as exc:
+            raise MalformedResponseError(
+                f"{self._vendor} answered {what} with a body that cannot be decoded: {exc}",
+                source=self._source,
+            ) from exc
+        except (httpx.TransportError, httpx.HTTPError) as exc:
             raise ConnectionFailedError(
                 f"{self._vendor} connection failed during {what}: {type(exc).__name__}: {exc}",
                 source=self._source,
             ) from exc
+        finally:
+            self._count(endpoint, outcome)
         status = response.status_code
-        self.outcomes[endpoint, str(status)] += 1
         if 200 <= status < 300:
-            try:
-                return response.json()
-            except ValueError as exc:
-                excerpt = response.text[:80].replace("\n", " ")
-                raise MalformedResponseError(
-                    f"{self._vendor} answered {what} with HTTP {status} but the body is not "
-                    f"JSON (starts with {excerpt!r})",
-                    source=self._source,
-                    status_code=status,
-                ) from exc
-        raise self._error_for(response, what)
+            parsed = decode_json(
+                body,
+                max_depth=self._limits.max_json_depth,
+                what=f"{self._vendor} answered {what} with HTTP {status}",
+                source=self._source,
+            )
+            return ApiReply(parsed, parse_http_date(response.headers.get("Date")))
+        raise self._error_for(status, response.headers, body, response.reason_phrase, what)
 
-    def _error_for(self, response: httpx.Response, what: str) -> SourceError:
-        status = response.status_code
-        said = describe_error_body(response)
+    async def _read(
+        self, response: httpx.Response, cap: int, what: str, *, truncate: bool
+    ) -> bytes:
+        """The decompressed body, refused (or, for an error answer, cut) past ``cap``."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                if truncate:
+                    chunks.append(chunk[: cap - (size - len(chunk))])
+                    break
+                raise MalformedResponseError(
+                    f"{self._vendor} answered {what} with more than {cap:,} bytes "
+                    "(decompressed); refused",
+                    source=self._source,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _error_for(
+        self, status: int, headers: httpx.Headers, body: bytes, reason: str, what: str
+    ) -> SourceError:
+        said = describe_error_body(body, reason)
         base = f"{self._vendor} answered {what} with HTTP {status}: {said}"
         kwargs: dict[str, Any] = {"source": self._source, "status_code": status}
         if status in (401, 403):
@@ -237,10 +432,10 @@ class ApiTransport:
         if status == 404:
             return NotFoundError(base, **kwargs)
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             return RateLimitedError(base, retry_after=retry_after, **kwargs)
         if status >= 500 or status == 408:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             return ServerError(base, retry_after=retry_after, **kwargs)
         if status in (400, 422):
             return InvalidRequestError(base, **kwargs)

@@ -20,6 +20,7 @@ from taskwarden.alerts import (
 )
 from taskwarden.matchers import parse_all
 from taskwarden.routing import GroupState, Member, Silence, Timing, plan_flush
+from taskwarden.state.decoding import decoding
 from taskwarden.state.protocol import OutboxItem
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
@@ -42,7 +43,8 @@ def active_alerts(conn: sqlite3.Connection, source: str) -> dict[str, Alert]:
         "SELECT payload FROM alerts WHERE source = ? AND state = 'firing' AND one_shot = 0",
         (source,),
     ).fetchall()
-    alerts = [decode_alert(r[0]) for r in rows]
+    with decoding("alert"):
+        alerts = [decode_alert(r[0]) for r in rows]
     return {a.key: a for a in alerts}
 
 
@@ -143,18 +145,20 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
     active_silences = [s for s in silences(conn) if s.is_active(now)]
     made: list[Notification] = []
     for row in conn.execute("SELECT * FROM groups ORDER BY id").fetchall():
-        group = _group_from(row)
+        with decoding("notification group"):
+            group = _group_from(row)
         if not force and not group.is_due(now):
             continue
-        members = [
-            Member(decode_alert(m["payload"]), m["notified"], bool(m["inhibited"]))
-            for m in conn.execute(
-                "SELECT a.payload, m.notified, m.inhibited FROM members m "
-                "JOIN alerts a ON a.key = m.alert_key WHERE m.group_id = ? "
-                "ORDER BY a.starts_ms, a.key",
-                (group.group_id,),
-            )
-        ]
+        with decoding("alert"):
+            members = [
+                Member(decode_alert(m["payload"]), m["notified"], bool(m["inhibited"]))
+                for m in conn.execute(
+                    "SELECT a.payload, m.notified, m.inhibited FROM members m "
+                    "JOIN alerts a ON a.key = m.alert_key WHERE m.group_id = ? "
+                    "ORDER BY a.starts_ms, a.key",
+                    (group.group_id,),
+                )
+            ]
         plan = plan_flush(group, members, active_silences, now)
         for key, notified in plan.notified.items():
             conn.execute(
@@ -173,7 +177,7 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
             )
         sent = plan.notification is not None
         if plan.notification is not None:
-            _insert_outbox(conn, plan.notification, group.group_id, now_ms)
+            _insert_outbox(conn, plan.notification, group.thread_key, now_ms)
             made.append(plan.notification)
         remaining = conn.execute(
             "SELECT COUNT(*) FROM members WHERE group_id = ?", (group.group_id,)
@@ -191,12 +195,12 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
 
 
 def _insert_outbox(
-    conn: sqlite3.Connection, notification: Notification, group_id: int | None, now_ms: int
+    conn: sqlite3.Connection, notification: Notification, thread_key: str | None, now_ms: int
 ) -> int:
     cursor = conn.execute(
-        "INSERT INTO outbox (receiver, group_id, payload, created_ms, next_attempt_ms) "
+        "INSERT INTO outbox (receiver, thread_key, payload, created_ms, next_attempt_ms) "
         "VALUES (?, ?, ?, ?, ?)",
-        (notification.receiver, group_id, encode_notification(notification), now_ms, now_ms),
+        (notification.receiver, thread_key, encode_notification(notification), now_ms, now_ms),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
@@ -206,22 +210,41 @@ def enqueue(conn: sqlite3.Connection, notification: Notification, now: datetime)
     return _insert_outbox(conn, notification, None, to_epoch_ms(now))
 
 
-def due(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxItem]:
-    rows = conn.execute(
-        "SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
-        (to_epoch_ms(now), limit),
+def due(
+    conn: sqlite3.Connection, now: datetime, limit: int, per_receiver: int = 100
+) -> list[OutboxItem]:
+    """Per receiver, its pending entries in order, if its oldest is due: a receiver is a
+    FIFO, and an entry waiting for a retry holds back the ones behind it."""
+    now_ms = to_epoch_ms(now)
+    heads = conn.execute(
+        "SELECT o.receiver, o.next_attempt_ms FROM outbox o INDEXED BY outbox_fifo "
+        "JOIN (SELECT receiver, MIN(id) AS head FROM outbox INDEXED BY outbox_fifo "
+        "      WHERE state = 'pending' GROUP BY receiver) h ON o.id = h.head "
+        "ORDER BY o.id"
     ).fetchall()
-    return [
-        OutboxItem(
-            outbox_id=r["id"],
-            receiver=r["receiver"],
-            group_id=r["group_id"],
-            notification=decode_notification(r["payload"]),
-            created_at=from_epoch_ms(r["created_ms"]),
-            attempts=r["attempts"],
+    rows: list[sqlite3.Row] = []
+    for head in heads:
+        if head["next_attempt_ms"] > now_ms or len(rows) >= limit:
+            continue
+        rows.extend(
+            conn.execute(
+                "SELECT * FROM outbox INDEXED BY outbox_fifo "
+                "WHERE state = 'pending' AND receiver = ? ORDER BY id LIMIT ?",
+                (head["receiver"], min(per_receiver, limit - len(rows))),
+            ).fetchall()
         )
-        for r in rows
-    ]
+    with decoding("notification"):
+        return [
+            OutboxItem(
+                outbox_id=r["id"],
+                receiver=r["receiver"],
+                thread_key=r["thread_key"],
+                notification=decode_notification(r["payload"]),
+                created_at=from_epoch_ms(r["created_ms"]),
+                attempts=r["attempts"],
+            )
+            for r in rows
+        ]
 
 
 def mark_sent(
@@ -233,11 +256,12 @@ def mark_sent(
         "last_error = NULL WHERE id = ?",
         (now_ms, item.outbox_id),
     )
-    if thread_ref and item.group_id is not None:
+    if thread_ref and item.thread_key is not None:
+        # The first message of a group is its thread: later references never replace it.
         conn.execute(
-            "INSERT INTO threads (group_id, receiver, ref, updated_ms) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (group_id) DO UPDATE SET updated_ms = excluded.updated_ms",
-            (item.group_id, item.receiver, thread_ref, now_ms),
+            "INSERT INTO threads (thread_key, receiver, ref, updated_ms) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (thread_key) DO UPDATE SET updated_ms = excluded.updated_ms",
+            (item.thread_key, item.receiver, thread_ref, now_ms),
         )
 
 
@@ -251,16 +275,27 @@ def mark_retry(
     )
 
 
-def mark_dead(conn: sqlite3.Connection, item: OutboxItem, now: datetime, error: str) -> None:
+def mark_dead(
+    conn: sqlite3.Connection,
+    item: OutboxItem,
+    now: datetime,
+    error: str,
+    notice: AlertBatch | None = None,
+) -> None:
+    """Give the entry up and, in the same transaction, raise (and enqueue) the notice that
+    says so."""
     conn.execute(
         "UPDATE outbox SET state = 'dead', done_ms = ?, attempts = attempts + 1, "
         "last_error = ? WHERE id = ?",
         (to_epoch_ms(now), error, item.outbox_id),
     )
+    if notice is not None:
+        apply_alerts(conn, notice, now)
+        flush(conn, now)
 
 
-def thread_ref(conn: sqlite3.Connection, group_id: int) -> str | None:
-    row = conn.execute("SELECT ref FROM threads WHERE group_id = ?", (group_id,)).fetchone()
+def thread_ref(conn: sqlite3.Connection, thread_key: str) -> str | None:
+    row = conn.execute("SELECT ref FROM threads WHERE thread_key = ?", (thread_key,)).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -288,7 +323,8 @@ def prune(conn: sqlite3.Connection, before: datetime) -> None:
 
 def silences(conn: sqlite3.Connection) -> list[Silence]:
     rows = conn.execute("SELECT * FROM silences ORDER BY starts_ms, id").fetchall()
-    return [_silence_from(r) for r in rows]
+    with decoding("silence"):
+        return [_silence_from(r) for r in rows]
 
 
 def _silence_from(row: sqlite3.Row) -> Silence:

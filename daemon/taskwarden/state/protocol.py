@@ -38,7 +38,8 @@ class AlertBatch:
 class OutboxItem:
     outbox_id: int
     receiver: str
-    group_id: int | None
+    thread_key: str | None
+    """The group's never-reused identity: follow-ups go into its thread."""
     notification: Notification
     created_at: datetime
     attempts: int
@@ -87,6 +88,10 @@ class StateStore(Protocol):
 
     def source_view(self, source: str) -> SourceView: ...
 
+    def probe_write(self) -> None:
+        """A tiny durable write; raises `StateError` while the state cannot be written."""
+        ...
+
     def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]: ...
 
     def needs_baseline(self, source: str) -> bool:
@@ -119,13 +124,15 @@ class StateStore(Protocol):
 
     def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]: ...
 
-    def thread_ref(self, group_id: int) -> str | None: ...
+    def thread_ref(self, thread_key: str) -> str | None: ...
 
     def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None: ...
 
     def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None: ...
 
-    def mark_dead(self, item: OutboxItem, now: datetime, error: str) -> None: ...
+    def mark_dead(
+        self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
+    ) -> None: ...
 
     def outbox_depth(self) -> tuple[int, datetime | None]:
         """Pending notifications and the creation time of the oldest."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE meta (
@@ -125,7 +125,66 @@ _V3_STATUS_INDEX = """
 CREATE INDEX tasks_by_status ON tasks (source, status);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2_ALERTING, 3: _V3_STATUS_INDEX}
+# Threads keyed by something never reused. A group's row id was reused once the group
+# emptied (INTEGER PRIMARY KEY without AUTOINCREMENT) and the thread of the old group was
+# found by the new one: follow-ups went into an unrelated message's thread. Groups now
+# never reuse an id (AUTOINCREMENT, its counter above every id used so far); a thread is
+# keyed by "<group key>#<group id>", and an outbox entry carries the key of its group (the
+# group may be gone by the time the entry is sent). Old thread rows are kept only where
+# their group provably still is the one they were made for. The outbox gets the index of
+# its per-receiver FIFO.
+_V4_THREADS = """
+CREATE TABLE groups_v4 (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver       TEXT NOT NULL,
+    group_key      TEXT NOT NULL UNIQUE,
+    labels         TEXT NOT NULL,
+    wait_ms        INTEGER NOT NULL,
+    interval_ms    INTEGER NOT NULL,
+    repeat_ms      INTEGER NOT NULL,
+    send_resolved  INTEGER NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    last_flush_ms  INTEGER,
+    last_sent_ms   INTEGER,
+    messages       INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO groups_v4 SELECT id, receiver, group_key, labels, wait_ms, interval_ms, repeat_ms,
+    send_resolved, created_ms, last_flush_ms, last_sent_ms, messages FROM groups;
+DELETE FROM sqlite_sequence WHERE name = 'groups_v4';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'groups_v4', MAX(COALESCE(m, 0)) FROM (
+    SELECT MAX(id) AS m FROM groups UNION ALL SELECT MAX(group_id) FROM threads
+    UNION ALL SELECT MAX(group_id) FROM outbox);
+CREATE TABLE threads_v4 (
+    thread_key TEXT PRIMARY KEY,
+    receiver   TEXT NOT NULL,
+    ref        TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO threads_v4
+    SELECT g.group_key || '#' || t.group_id, t.receiver, t.ref, t.updated_ms
+    FROM threads t JOIN groups g ON g.id = t.group_id AND t.updated_ms >= g.created_ms;
+INSERT OR IGNORE INTO threads_v4
+    SELECT json_extract(o.payload, '$.groupKey') || '#' || t.group_id, t.receiver, t.ref,
+        t.updated_ms
+    FROM threads t JOIN outbox o ON o.group_id = t.group_id AND o.state = 'pending'
+    WHERE t.group_id NOT IN (SELECT id FROM groups) AND o.created_ms >= t.updated_ms;
+DROP TABLE threads;
+ALTER TABLE threads_v4 RENAME TO threads;
+ALTER TABLE outbox ADD COLUMN thread_key TEXT;
+UPDATE outbox SET thread_key = json_extract(payload, '$.groupKey') || '#' || group_id
+    WHERE group_id IS NOT NULL;
+ALTER TABLE outbox DROP COLUMN group_id;
+CREATE INDEX outbox_fifo ON outbox (state, receiver, id);
+DROP TABLE groups;
+ALTER TABLE groups_v4 RENAME TO groups;
+"""
+
+MIGRATIONS: dict[int, str] = {
+    1: _V1,
+    2: _V2_ALERTING,
+    3: _V3_STATUS_INDEX,
+    4: _V4_THREADS,
+}
 """MIGRATIONS[n] takes a file from version n-1 to version n."""
 
 

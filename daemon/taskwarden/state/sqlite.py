@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from urllib.parse import quote
 
 import structlog
 
 from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone, TaskUpdated
-from taskwarden.errors import SchemaTooNewError, StateCorruptError
+from taskwarden.errors import (
+    SchemaTooNewError,
+    StateBusyError,
+    StateCorruptError,
+    StateError,
+    StateMissingError,
+    StateUnavailableError,
+)
 from taskwarden.model import Phase, Product, Task
 from taskwarden.sources.base import OpenTask, SourceView
 from taskwarden.state import alertstore
-from taskwarden.state.lock import StateLock
+from taskwarden.state.decoding import decoding
+from taskwarden.state.lock import StateLock, create_private
 from taskwarden.state.protocol import CycleCommit, SourceStatus, StateSummary
 from taskwarden.state.schema import SCHEMA_VERSION, migrate
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from datetime import datetime
 
     from taskwarden.alerts import Alert, Notification
@@ -38,6 +49,39 @@ _IN_CHUNK = 500
 
 _TASK_COLUMNS = "task_id, status, phase, kind, received_ms, finished_ms, products, uri, attributes"
 _JOINED_TASK_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
+
+_CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate(exc: sqlite3.Error, what: str = "state file") -> StateError:
+    """SQLite's error as ours: corruption (move the file aside), busy (wait, then fail
+    clearly), anything else unavailable (disk full, I/O: retry later, move nothing)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _CORRUPT_CODES or type(exc) is sqlite3.DatabaseError:
+        return StateCorruptError(f"{what}: {exc}")
+    if primary in _BUSY_CODES:
+        return StateBusyError(
+            f"{what} is busy: another connection held it for more than {BUSY_TIMEOUT:g}s ({exc})"
+        )
+    return StateUnavailableError(f"{what}: {exc}")
+
+
+def guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """A store method whose SQLite errors surface as `StateError`s."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    return call
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -64,6 +108,11 @@ def _task_row(task: Task) -> tuple[Any, ...]:
 
 
 def _task_from_row(source: str, row: sqlite3.Row) -> Task:
+    with decoding("task"):
+        return _decode_task(source, row)
+
+
+def _decode_task(source: str, row: sqlite3.Row) -> Task:
     return Task(
         source=source,
         task_id=row["task_id"],
@@ -79,12 +128,23 @@ def _task_from_row(source: str, row: sqlite3.Row) -> Task:
 
 
 class SqliteStateStore:
-    """`StateStore` on one SQLite file; holds the file's lock while open."""
+    """`StateStore` on one SQLite file; holds the file's lock while open.
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock: StateLock | None) -> None:
+    Every public method raises `StateError`s only: `StateCorruptError` when the file or a
+    row in it is damaged, `StateUnavailableError` when it cannot be written now."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        lock: StateLock | None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self._conn = conn
         self.path = path
         self._lock = lock
+        self.read_only = read_only
 
     # --- transactions -------------------------------------------------------------------
 
@@ -92,14 +152,37 @@ class SqliteStateStore:
     def transaction(self, *, rollback: bool = False) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT: all or nothing, durable once it returns.
 
-        ``rollback`` runs the same work and discards it (dry runs)."""
+        ``rollback`` runs the same work and discards it (dry runs). A failed COMMIT (disk
+        full) leaves no transaction open behind it."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("ROLLBACK" if rollback else "COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("ROLLBACK" if rollback else "COMMIT")
+
+    def quarantine(self, now: datetime, reason: str) -> Path:
+        """Damage found while running: close the file and move it aside, keeping the lock,
+        so that the next start begins a fresh state (reporting, not baselining)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        target = move_aside(self.path, now, reason)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        return target
+
+    @guarded
+    def probe_write(self) -> None:
+        """A tiny durable write: raises while the state cannot be written (disk full)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_write_probe', '1') "
+                "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -116,10 +199,12 @@ class SqliteStateStore:
 
     # --- meta -----------------------------------------------------------------------------
 
+    @guarded
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @guarded
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -130,6 +215,7 @@ class SqliteStateStore:
 
     # --- reads ------------------------------------------------------------------------------
 
+    @guarded
     def source_view(self, source: str) -> SourceView:
         row = self._conn.execute(
             "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
@@ -155,6 +241,7 @@ class SqliteStateStore:
         ).fetchall()
         return sorted(rows, key=lambda r: (r["received_ms"], r["task_id"]))
 
+    @guarded
     def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]:
         ids = list(dict.fromkeys(task_ids))
         found: dict[str, Task] = {}
@@ -169,6 +256,7 @@ class SqliteStateStore:
                 found[row["task_id"]] = _task_from_row(source, row)
         return found
 
+    @guarded
     def needs_baseline(self, source: str) -> bool:
         """A fresh file's first poll is a baseline; after a corrupt-file recovery it is not,
         because failures may have happened while the old state was unreadable."""
@@ -179,6 +267,7 @@ class SqliteStateStore:
         ).fetchone()
         return row is None or row["checkpoint_ms"] is None
 
+    @guarded
     def journal(self, source: str | None = None) -> list[sqlite3.Row]:
         """The transition journal, oldest first (inspection and tests)."""
         if source is None:
@@ -187,6 +276,7 @@ class SqliteStateStore:
             "SELECT * FROM journal WHERE source = ? ORDER BY id", (source,)
         ).fetchall()
 
+    @guarded
     def summary(self) -> StateSummary:
         sources = []
         for row in self._conn.execute("SELECT * FROM sources ORDER BY source").fetchall():
@@ -220,6 +310,7 @@ class SqliteStateStore:
 
     # --- the one write path of a poll -------------------------------------------------------
 
+    @guarded
     def commit_cycle(
         self, source: str, commit: CycleCommit, *, dry_run: bool = False
     ) -> list[Notification]:
@@ -252,13 +343,19 @@ class SqliteStateStore:
                 conn.execute(
                     "DELETE FROM journal WHERE source = ? AND observed_ms < ?", (source, cutoff)
                 )
+        if len(commit.events) >= LARGE_COMMIT and not dry_run:
+            # A catch-up grew the WAL to the size of its writes; give the disk back now
+            # rather than keep it for the life of the process.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return made
 
     # --- alerts, outbox, silences (see state/alertstore.py) -----------------------------------
 
+    @guarded
     def active_alerts(self, source: str) -> dict[str, Alert]:
         return alertstore.active_alerts(self._conn, source)
 
+    @guarded
     def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]:
         rows = self._conn.execute(
             f"SELECT j.observed_ms, {_JOINED_TASK_COLUMNS} "  # noqa: S608 - constant column list
@@ -269,6 +366,7 @@ class SqliteStateStore:
         ).fetchall()
         return [(from_epoch_ms(r["observed_ms"]), _task_from_row(source, r)) for r in rows]
 
+    @guarded
     def record_poll_failure(self, source: str, now: datetime, error: str) -> datetime:
         now_ms = to_epoch_ms(now)
         with self.transaction() as conn:
@@ -284,6 +382,7 @@ class SqliteStateStore:
             ).fetchone()
         return from_epoch_ms(row[0])
 
+    @guarded
     def apply_alerts(
         self, batch: AlertBatch, now: datetime, *, dry_run: bool = False
     ) -> list[Notification]:
@@ -291,35 +390,46 @@ class SqliteStateStore:
             alertstore.apply_alerts(conn, batch, now)
             return alertstore.flush(conn, now, force=dry_run)
 
+    @guarded
     def flush(self, now: datetime, *, force: bool = False) -> list[Notification]:
         with self.transaction() as conn:
             return alertstore.flush(conn, now, force=force)
 
+    @guarded
     def enqueue(self, notification: Notification, now: datetime) -> int:
         with self.transaction() as conn:
             return alertstore.enqueue(conn, notification, now)
 
+    @guarded
     def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
         return alertstore.due(self._conn, now, limit)
 
-    def thread_ref(self, group_id: int) -> str | None:
-        return alertstore.thread_ref(self._conn, group_id)
+    @guarded
+    def thread_ref(self, thread_key: str) -> str | None:
+        return alertstore.thread_ref(self._conn, thread_key)
 
+    @guarded
     def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None:
         with self.transaction() as conn:
             alertstore.mark_sent(conn, item, now, thread_ref)
 
+    @guarded
     def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None:
         with self.transaction() as conn:
             alertstore.mark_retry(conn, item, next_attempt, error)
 
-    def mark_dead(self, item: OutboxItem, now: datetime, error: str) -> None:
+    @guarded
+    def mark_dead(
+        self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
+    ) -> None:
         with self.transaction() as conn:
-            alertstore.mark_dead(conn, item, now, error)
+            alertstore.mark_dead(conn, item, now, error, notice)
 
+    @guarded
     def outbox_depth(self) -> tuple[int, datetime | None]:
         return alertstore.outbox_depth(self._conn)
 
+    @guarded
     def task_counts(self) -> dict[tuple[str, str], int]:
         rows = self._conn.execute(
             "SELECT source, status, COUNT(*) FROM tasks INDEXED BY tasks_by_status "
@@ -327,24 +437,30 @@ class SqliteStateStore:
         ).fetchall()
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
+    @guarded
     def outbox(self) -> list[sqlite3.Row]:
         """Every outbox row, oldest first (inspection and tests)."""
         return self._conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
 
+    @guarded
     def alerts(self) -> list[sqlite3.Row]:
         return self._conn.execute("SELECT * FROM alerts ORDER BY starts_ms, key").fetchall()
 
+    @guarded
     def silences(self) -> list[Silence]:
         return alertstore.silences(self._conn)
 
+    @guarded
     def add_silence(self, silence: Silence) -> None:
         with self.transaction() as conn:
             alertstore.add_silence(conn, silence)
 
+    @guarded
     def expire_silence(self, silence_id: str, now: datetime) -> bool:
         with self.transaction() as conn:
             return alertstore.expire_silence(conn, silence_id, now)
 
+    @guarded
     def sync_config_silences(self, silences: Sequence[Silence]) -> None:
         with self.transaction() as conn:
             alertstore.sync_config_silences(conn, silences)
@@ -399,22 +515,48 @@ def _transition(event: Event) -> tuple[str | None, str | None] | None:
 
 # --- opening, locking and recovering ---------------------------------------------------------
 
+BUSY_TIMEOUT = 10.0
+"""Seconds a statement waits for another connection before failing (never moving the file)."""
+LARGE_COMMIT = 5_000
+"""Events in a commit above which the WAL is checkpointed and truncated at once."""
+WAL_LIMIT = 16 * 1024 * 1024
+"""Bytes the WAL is truncated to after a checkpoint (journal_size_limit)."""
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        # A read-only open must create nothing: without a -wal file (no writer since the
+        # last clean close) SQLite would create -wal and -shm; immutable reads the file as is.
+        wal = Path(str(path) + "-wal")
+        mode = "ro" if wal.exists() else "ro&immutable=1"
+        conn = sqlite3.connect(
+            f"file:{quote(str(path))}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT,
+        )
+        conn.row_factory = sqlite3.Row
+        return conn
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a commit survives power loss, not only a process crash.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
     return conn
+
+
+def _integrity(conn: sqlite3.Connection) -> None:
+    """Raises StateCorruptError unless the whole file checks out (indexes included:
+    ``quick_check`` misses index damage)."""
+    problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check(5)").fetchall()]
+    if problems != ["ok"]:
+        raise StateCorruptError(f"integrity check failed: {'; '.join(problems)}")
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
     """0 for an empty file; raises StateCorruptError for a file that is not ours."""
-    check = conn.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        raise StateCorruptError(f"integrity check failed: {check}")
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not tables:
         return 0
@@ -431,7 +573,8 @@ def _schema_version(conn: sqlite3.Connection) -> int:
         raise StateCorruptError(f"schema_version is {row[0]!r}, not a number") from None
 
 
-def _move_aside(path: Path, now: datetime, reason: str) -> Path:
+def move_aside(path: Path, now: datetime, reason: str) -> Path:
+    """Rename the file (and its -wal, -shm) to ``<name>.corrupt-<time>``, loudly."""
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     for suffix in ("", "-wal", "-shm"):
@@ -448,19 +591,28 @@ def _move_aside(path: Path, now: datetime, reason: str) -> Path:
     return target
 
 
-def open_state(path: Path | str, *, now: datetime, lock: bool = True) -> SqliteStateStore:
+def open_state(
+    path: Path | str, *, now: datetime, lock: bool = True, read_only: bool = False
+) -> SqliteStateStore:
     """Open (creating or migrating) the state file, taking its lock.
 
-    A file that is not a readable taskwarden database is moved aside and replaced, loudly:
-    the daemon must not crash-loop on it. A file from a newer taskwarden is refused.
+    A file that is not a readable taskwarden database (``integrity_check``) is moved aside
+    and replaced, loudly: the daemon must not crash-loop on it. A busy file is waited for
+    (`BUSY_TIMEOUT`) and then refused, never moved. A file from a newer taskwarden is
+    refused. ``read_only`` (inspection commands, which may run beside the daemon) takes no
+    lock and creates, migrates and moves nothing.
     """
-    state_path = Path(path)
+    if read_only:
+        return _open_read_only(Path(path))
+    state_path = Path(os.path.realpath(path))
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state_lock = StateLock(state_path) if lock else None
     if state_lock is not None:
         state_lock.acquire()
+    else:
+        create_private(state_path)
     try:
-        conn, recovered_from = _open_or_recover(state_path, now)
+        conn, recovered_from = _open_or_recover(state_path, now, state_lock)
     except BaseException:
         if state_lock is not None:
             state_lock.release()
@@ -471,17 +623,46 @@ def open_state(path: Path | str, *, now: datetime, lock: bool = True) -> SqliteS
     return store
 
 
-def _open_or_recover(path: Path, now: datetime) -> tuple[sqlite3.Connection, Path | None]:
+def _open_read_only(path: Path) -> SqliteStateStore:
+    if not path.exists():
+        raise StateMissingError(f"state file {path} does not exist yet: nothing has been polled")
+    try:
+        conn = _connect(path, read_only=True)
+        version = _schema_version(conn)
+    except sqlite3.Error as exc:
+        raise translate(exc, f"state file {path}") from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        newer = version > SCHEMA_VERSION
+        raise SchemaTooNewError(
+            f"state file {path} has schema version {version}; this taskwarden reads "
+            f"{SCHEMA_VERSION}"
+            + (": upgrade taskwarden" if newer else ": the daemon migrates it when it starts")
+        )
+    return SqliteStateStore(conn, path, None, read_only=True)
+
+
+def _open_or_recover(
+    path: Path, now: datetime, state_lock: StateLock | None
+) -> tuple[sqlite3.Connection, Path | None]:
     recovered_from: Path | None = None
     for _ in range(2):
         conn: sqlite3.Connection | None = None
         try:
             conn = _connect(path)
+            _integrity(conn)
             version = _schema_version(conn)
-        except (sqlite3.DatabaseError, StateCorruptError) as exc:
+        except (sqlite3.Error, StateCorruptError) as exc:
             if conn is not None:
                 conn.close()
-            recovered_from = _move_aside(path, now, str(exc))
+            problem = exc if isinstance(exc, StateError) else translate(exc, f"state file {path}")
+            if not isinstance(problem, StateCorruptError):
+                raise problem from exc  # busy, full, unreadable: fail clearly, move nothing
+            recovered_from = move_aside(path, now, str(exc))
+            if state_lock is not None:
+                state_lock.relock_database()
+            else:
+                create_private(path)
             continue
         if version > SCHEMA_VERSION:
             conn.close()
@@ -490,6 +671,10 @@ def _open_or_recover(path: Path, now: datetime) -> tuple[sqlite3.Connection, Pat
                 f"understands up to {SCHEMA_VERSION}; upgrade taskwarden or point it at "
                 "another state file"
             )
-        migrate(conn, version)
+        try:
+            migrate(conn, version)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, f"migrating state file {path}") from exc
         return conn, recovered_from
     raise StateCorruptError(f"state file {path} could not be recreated after moving it aside")
