@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from contextlib import AsyncExitStack
@@ -318,7 +319,9 @@ class Daemon:
 
     async def _shutdown(self, store: SqliteStateStore, settings: Settings) -> None:
         """Finish the current cycles and flush the outbox, all within the grace: a hard
-        bound, whatever a server or a notifier does meanwhile."""
+        bound, whatever a server or a notifier does meanwhile. What could not be sent
+        stays in the outbox for the next start (a send cut off after the receiver accepted
+        it may be repeated once then, never lost)."""
         assert self._ctx is not None
         grace = settings.daemon.shutdown_grace.total_seconds()
         deadline = time.monotonic() + grace
@@ -329,18 +332,29 @@ class Daemon:
         in_flight = list(self._ctx.in_flight)
         if in_flight:
             log.info("daemon.finishing_cycles", cycles=len(in_flight))
-            _, pending = await asyncio.wait(in_flight, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
-        if self._fatal is not None:
-            log.info("daemon.stopped", outbox_drained=False, reason="state moved aside")
-            return
-        remaining = max(deadline - time.monotonic() - 0.5, 0.0)
-        drained = await self._ctx.sender.drain(within=remaining)
-        try:
-            depth, _ = store.outbox_depth()
-        except StateError:
-            depth = -1
-        log.info("daemon.stopped", outbox_drained=drained, outbox_pending=depth)
+            await _finish(in_flight, within=deadline - time.monotonic() - 1.0)
+        drained = False
+        if self._fatal is None:
+            drained = await self._ctx.sender.drain(within=deadline - time.monotonic() - 0.5)
+        await _finish(list(self._ctx.delivering), within=0.0)
+        depth = -1
+        if self._fatal is None:
+            with contextlib.suppress(StateError):
+                depth, _ = store.outbox_depth()
+        log.info(
+            "daemon.stopped",
+            outbox_drained=drained,
+            outbox_pending=depth,
+            seconds=round(grace - (deadline - time.monotonic()), 2),
+        )
+
+
+async def _finish(tasks: list[asyncio.Task[None]], *, within: float) -> None:
+    """Let ``tasks`` end within ``within`` seconds, then cancel them (and wait briefly)."""
+    pending = set(tasks)
+    if pending and within > 0:
+        _, pending = await asyncio.wait(pending, timeout=within)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=0.25)

@@ -56,6 +56,9 @@ class JobContext:
     last_failure: dict[str, str] = field(default_factory=dict)
     """Per source, why its last poll failed (cleared by a success): shown on /readyz."""
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    """Poll cycles running now (a stop lets them finish, within the grace)."""
+    delivering: set[asyncio.Task[None]] = field(default_factory=set)
+    """Delivery rounds running now (a stop cancels what outlives the grace)."""
     stopping: bool = False
 
 
@@ -131,6 +134,10 @@ async def poll_source(ctx: JobContext, name: str) -> None:
 async def deliver(ctx: JobContext) -> None:
     """Flush due groups, send what the outbox holds, tell the daemon's own trouble;
     never raises (see the module docstring)."""
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.delivering.add(task)
+        task.add_done_callback(ctx.delivering.discard)
     try:
         state_writable(ctx)
         await ctx.sender.deliver_due()

@@ -66,13 +66,15 @@ def translate(exc: sqlite3.Error, what: str = "state file") -> StateError:
         return StateCorruptError(f"{what}: {exc}")
     if primary in _BUSY_CODES:
         return StateBusyError(
-            f"{what} is busy: another connection held it for more than {BUSY_TIMEOUT:g}s ({exc})"
+            f"{what} is busy: another connection held it past the wait ({exc}); nothing was "
+            "changed or moved, try again"
         )
     return StateUnavailableError(f"{what}: {exc}")
 
 
 def guarded(method: Callable[P, R]) -> Callable[P, R]:
-    """A store method whose SQLite errors surface as `StateError`s."""
+    """A store method whose SQLite errors surface as `StateError`s; text that is not
+    UTF-8 (SQLite hands it over as it is stored) is damage."""
 
     @functools.wraps(method)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -80,6 +82,8 @@ def guarded(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+        except UnicodeDecodeError as exc:
+            raise StateCorruptError(f"state file: a stored text is not UTF-8 ({exc})") from exc
 
     return call
 
@@ -523,7 +527,9 @@ WAL_LIMIT = 16 * 1024 * 1024
 """Bytes the WAL is truncated to after a checkpoint (journal_size_limit)."""
 
 
-def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+def _connect(
+    path: Path, *, read_only: bool = False, busy_timeout: float = BUSY_TIMEOUT
+) -> sqlite3.Connection:
     if read_only:
         # A read-only open must create nothing: without a -wal file (no writer since the
         # last clean close) SQLite would create -wal and -shm; immutable reads the file as is.
@@ -533,11 +539,11 @@ def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
             f"file:{quote(str(path))}?mode={mode}",
             uri=True,
             isolation_level=None,
-            timeout=BUSY_TIMEOUT,
+            timeout=busy_timeout,
         )
         conn.row_factory = sqlite3.Row
         return conn
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a commit survives power loss, not only a process crash.
@@ -592,7 +598,12 @@ def move_aside(path: Path, now: datetime, reason: str) -> Path:
 
 
 def open_state(
-    path: Path | str, *, now: datetime, lock: bool = True, read_only: bool = False
+    path: Path | str,
+    *,
+    now: datetime,
+    lock: bool = True,
+    read_only: bool = False,
+    busy_timeout: float | None = None,
 ) -> SqliteStateStore:
     """Open (creating or migrating) the state file, taking its lock.
 
@@ -602,8 +613,9 @@ def open_state(
     refused. ``read_only`` (inspection commands, which may run beside the daemon) takes no
     lock and creates, migrates and moves nothing.
     """
+    busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
     if read_only:
-        return _open_read_only(Path(path))
+        return _open_read_only(Path(path), busy_timeout)
     state_path = Path(os.path.realpath(path))
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state_lock = StateLock(state_path) if lock else None
@@ -612,7 +624,7 @@ def open_state(
     else:
         create_private(state_path)
     try:
-        conn, recovered_from = _open_or_recover(state_path, now, state_lock)
+        conn, recovered_from = _open_or_recover(state_path, now, state_lock, busy_timeout)
     except BaseException:
         if state_lock is not None:
             state_lock.release()
@@ -623,14 +635,16 @@ def open_state(
     return store
 
 
-def _open_read_only(path: Path) -> SqliteStateStore:
+def _open_read_only(path: Path, busy_timeout: float) -> SqliteStateStore:
     if not path.exists():
         raise StateMissingError(f"state file {path} does not exist yet: nothing has been polled")
     try:
-        conn = _connect(path, read_only=True)
+        conn = _connect(path, read_only=True, busy_timeout=busy_timeout)
         version = _schema_version(conn)
     except sqlite3.Error as exc:
         raise translate(exc, f"state file {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise StateCorruptError(f"state file {path}: {exc}") from exc
     if version != SCHEMA_VERSION:
         conn.close()
         newer = version > SCHEMA_VERSION
@@ -643,19 +657,24 @@ def _open_read_only(path: Path) -> SqliteStateStore:
 
 
 def _open_or_recover(
-    path: Path, now: datetime, state_lock: StateLock | None
+    path: Path, now: datetime, state_lock: StateLock | None, busy_timeout: float
 ) -> tuple[sqlite3.Connection, Path | None]:
     recovered_from: Path | None = None
     for _ in range(2):
         conn: sqlite3.Connection | None = None
         try:
-            conn = _connect(path)
+            conn = _connect(path, busy_timeout=busy_timeout)
             _integrity(conn)
             version = _schema_version(conn)
-        except (sqlite3.Error, StateCorruptError) as exc:
+        except (sqlite3.Error, StateCorruptError, UnicodeDecodeError) as exc:
+            # A damaged file can even make SQLite's own message undecodable.
             if conn is not None:
                 conn.close()
-            problem = exc if isinstance(exc, StateError) else translate(exc, f"state file {path}")
+            problem = (
+                translate(exc, f"state file {path}")
+                if isinstance(exc, sqlite3.Error)
+                else StateCorruptError(f"state file {path}: {exc}")
+            )
             if not isinstance(problem, StateCorruptError):
                 raise problem from exc  # busy, full, unreadable: fail clearly, move nothing
             recovered_from = move_aside(path, now, str(exc))
