@@ -378,7 +378,7 @@ class TestTeamFiles:
         message = str(caught.value)
         assert str(path) in message
         assert "rules[0] 'deploys' matchers" in message
-        assert "invalid regular expression" in message
+        assert "not valid RE2" in message
         assert "rules[1] 'stuck-imports' after" in message
         assert "not a duration" in message
         assert "rules[2] 'burst' threshold" in message

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
-import yaml
+import structlog
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,14 +33,20 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
 from taskwarden.errors import ConfigError
 from taskwarden.matchers import parse_all
+from taskwarden.yamlfile import YamlDocument, did_you_mean, load_yaml
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = structlog.get_logger(__name__)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -57,6 +66,16 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
 
 
 def _check_http_url(value: str) -> str:
@@ -166,6 +185,16 @@ class SlackSettings(_Section):
     min_interval: Duration = timedelta(seconds=1)
     """Slack allows about one message per second per channel."""
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _https_or_loopback(value.get_secret_value()):
+            raise ValueError(
+                "must be an https:// URL (plain http:// only to this host); the value is a "
+                "secret and is not shown"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_mode(self) -> SlackSettings:
         if (self.webhook_url is None) == (self.token is None):
@@ -185,9 +214,27 @@ class SmtpSettings(_Section):
     ca_file: Path | None = None
     """PEM file of a private CA that signed the server's certificate (default: system CAs)."""
 
+    @field_validator("ca_file")
+    @classmethod
+    def _usable_ca(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"{value} is not a usable PEM CA file: {exc}") from None
+        return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
 
 class EmailSettings(_Section):
-    to: list[str] = Field(min_length=1)
+    to: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(min_length=1)
+    """One address or a list (as Alertmanager users write it)."""
     sender: str = Field(alias="from")
     smtp: SmtpSettings
 
@@ -234,9 +281,14 @@ class RouteSettings(_Section):
     continue_matching: bool = Field(default=False, alias="continue")
     routes: list[RouteSettings] = Field(default_factory=list)
 
-    def receivers(self) -> list[str]:
-        own = [self.receiver] if self.receiver else []
-        return own + [r for child in self.routes for r in child.receivers()]
+    def named_receivers(self, loc: list[int | str]) -> list[tuple[list[int | str], str]]:
+        """Every receiver the tree names, with where (``route.routes.1.receiver``)."""
+        own = [([*loc, "receiver"], self.receiver)] if self.receiver else []
+        return own + [
+            found
+            for index, child in enumerate(self.routes)
+            for found in child.named_receivers([*loc, "routes", index])
+        ]
 
 
 class SilenceSettings(_Section):
@@ -284,10 +336,6 @@ class NotificationSettings(_Section):
         return tuple(self.fallback_receiver)
 
 
-_yaml_path: ContextVar[Path | None] = ContextVar("taskwarden_yaml_path", default=None)
-_secret_dirs: ContextVar[tuple[Path, ...]] = ContextVar("taskwarden_secret_dirs", default=())
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKWARDEN_",
@@ -307,30 +355,6 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings()
     daemon: DaemonSettings = DaemonSettings()
 
-    @model_validator(mode="after")
-    def _routes_name_receivers(self) -> Settings:
-        known = set(self.receivers)
-        routed = self.route.receivers() if self.route is not None else []
-        fallbacks = self.notifications.fallbacks
-        unknown = sorted({r for r in [*routed, *fallbacks] if r not in known})
-        if unknown:
-            raise ValueError(
-                f"unknown receiver(s) {', '.join(unknown)}; "
-                f"defined: {', '.join(sorted(known)) or 'none'}"
-            )
-        if self.route is not None and self.route.receiver is None:
-            raise ValueError("route: the root route needs a receiver (the default)")
-        if self.receivers and self.route is None:
-            raise ValueError("receivers are defined but no route sends anything to them")
-        alone = [r for r in dict.fromkeys(routed) if set(fallbacks) <= {r}] if fallbacks else []
-        if alone:
-            raise ValueError(
-                f"notifications.fallback_receiver: {alone[0]!r} is its own only fallback; when "
-                "it fails nobody would be told. List a second receiver after it, e.g. "
-                f"fallback_receiver: [{alone[0]}, {_other(known, alone[0])}]"
-            )
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -340,18 +364,78 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files: explicit config only
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_path = _yaml_path.get()
+        loading = _loading.get() or _Loading()
         secrets = NestedSecretsSettingsSource(
             file_secret_settings,
-            secrets_dir=list(_secret_dirs.get()) or None,
+            secrets_dir=list(loading.secret_dirs) or None,
             secrets_prefix="",
             secrets_nested_delimiter="__",
             secrets_dir_missing="ok",
         )
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, secrets]
-        if yaml_path is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
-        return tuple(sources)
+        return (
+            init_settings,
+            _DeclaredOnly(settings_cls, env_settings, loading),
+            _DeclaredOnly(settings_cls, secrets, loading),
+            InitSettingsSource(settings_cls, init_kwargs=loading.yaml_data),
+        )
+
+
+# --- loading: the YAML file, then secrets and environment that fill in what it declares ----
+
+COLLECTIONS = ("sources", "receivers")
+"""Keyed sections that only the YAML file may declare entries of."""
+ENV_PREFIX = "TASKWARDEN_"
+CLI_VARIABLES = frozenset({"TASKWARDEN_CONFIG"})
+"""Variables the command line reads itself (``-c`` from ``$TASKWARDEN_CONFIG``)."""
+
+
+@dataclass
+class _Loading:
+    """What one `load_config` call knows while pydantic-settings gathers its sources."""
+
+    yaml_data: dict[str, Any] = field(default_factory=dict)
+    secret_dirs: tuple[Path, ...] = ()
+    declared: dict[str, set[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+_loading: ContextVar[_Loading | None] = ContextVar("taskwarden_loading", default=None)
+
+
+class _DeclaredOnly(PydanticBaseSettingsSource):
+    """Environment variables or credential files, minus entries of sources and receivers
+    the YAML does not declare: a leftover secret never creates a source (polling the
+    production URL by default) or breaks a configuration with a receiver it lacks."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource, loading: _Loading
+    ) -> None:
+        super().__init__(settings_cls)
+        self._inner = inner
+        self._loading = loading
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # noqa: ARG002 - not used: __call__ is
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        for key in COLLECTIONS:
+            entries = data.get(key)
+            if not isinstance(entries, dict):
+                continue
+            for name in [n for n in entries if n not in self._loading.declared.get(key, set())]:
+                del entries[name]
+            if not entries:
+                del data[key]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    settings: Settings
+    path: Path | None
+    warnings: tuple[str, ...] = ()
+    document: YamlDocument | None = None
 
 
 def _other(names: set[str], besides: str) -> str:
@@ -367,62 +451,209 @@ def secret_dirs(explicit: Path | None = None) -> list[Path]:
 
 
 def load_settings(path: Path | str | None, *, secrets_dir: Path | None = None) -> Settings:
-    """Load and validate; every problem is reported at once in a `ConfigError`."""
+    """`load_config`, logging its warnings; the settings."""
+    loaded = load_config(path, secrets_dir=secrets_dir)
+    for warning in loaded.warnings:
+        log.warning("config.warning", warning=warning)
+    return loaded.settings
+
+
+def load_config(
+    path: Path | str | None,
+    *,
+    secrets_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Load and validate; every problem is reported at once in a `ConfigError`, each with
+    its file and line, or the variable or credential file it came from."""
+    environ = os.environ if environ is None else environ
     yaml_path = Path(path) if path is not None else None
-    if yaml_path is not None and not yaml_path.is_file():
-        raise ConfigError(f"configuration file {yaml_path} does not exist")
-    token = _yaml_path.set(yaml_path)
-    dirs_token = _secret_dirs.set(tuple(secret_dirs(secrets_dir)))
+    document: YamlDocument | None = None
+    data: dict[str, Any] = {}
+    if yaml_path is not None:
+        if not yaml_path.is_file():
+            raise ConfigError(f"configuration file {yaml_path} does not exist")
+        document = load_yaml(yaml_path)
+        if document.data is not None and not isinstance(document.data, dict):
+            raise ConfigError(f"{yaml_path}:1: the configuration must be a mapping of sections")
+        data = dict(document.data or {})
+    dirs = tuple(secret_dirs(secrets_dir))
+    loading = _Loading(
+        yaml_data=data,
+        secret_dirs=dirs,
+        declared={
+            key: set(data[key]) if isinstance(data.get(key), dict) else set() for key in COLLECTIONS
+        },
+    )
+    problems, origins = _check_overrides(environ, dirs, data, loading)
+    token = _loading.set(loading)
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, yaml_path)) from exc
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read configuration {yaml_path}: {exc}") from exc
+        problems.extend(_validation_problems(exc, document, origins))
+        raise ConfigError(_report(problems, yaml_path)) from exc
     finally:
-        _yaml_path.reset(token)
-        _secret_dirs.reset(dirs_token)
+        _loading.reset(token)
+    problems.extend(_cross_problems(settings, document))
+    if problems:
+        raise ConfigError(_report(problems, yaml_path))
+    return LoadedConfig(settings, yaml_path, tuple(loading.warnings), document)
 
 
-def format_validation_error(exc: ValidationError, path: Path | None) -> str:
+def _report(problems: list[str], path: Path | None) -> str:
     where = f" in {path}" if path else ""
-    lines = [f"{exc.error_count()} problem(s) in the configuration{where}:"]
-    tree = _yaml_tree(path)
+    return "\n".join([f"{len(problems)} problem(s) in the configuration{where}:", *problems])
+
+
+def _check_overrides(
+    environ: Mapping[str, str], dirs: tuple[Path, ...], data: dict[str, Any], loading: _Loading
+) -> tuple[list[str], dict[tuple[str, ...], str]]:
+    """Every ``TASKWARDEN_*`` variable and credential file must name a setting; those for a
+    source or receiver the YAML does not declare are ignored, with a warning."""
+    problems: list[str] = []
+    origins: dict[tuple[str, ...], str] = {}
+    candidates = [
+        (f"environment variable {name}", name[len(ENV_PREFIX) :])
+        for name in sorted(environ)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in CLI_VARIABLES
+    ]
+    for directory in dirs:
+        candidates.extend(
+            (f"credential file {entry.name}", entry.name)
+            for entry in sorted(directory.iterdir())
+            if entry.is_file() and not entry.name.startswith(".")
+        )
+    for origin, key in candidates:
+        segments = tuple(part.lower() for part in key.split("__"))
+        problem = _setting_path_problem(segments, data)
+        if problem is None:
+            origins[segments] = origin
+            if segments[0] in COLLECTIONS and segments[1] not in loading.declared[segments[0]]:
+                kind = segments[0][:-1]
+                loading.warnings.append(
+                    f"{origin} is ignored: no {kind} {segments[1]!r} is declared in the "
+                    f"configuration file (secrets fill in what it declares, never add "
+                    f"{segments[0]})"
+                )
+        elif origin.startswith("environment"):
+            problems.append(f"  {origin}: {problem}")
+        # Other files in a credentials directory (systemd puts what it is told to) are not ours.
+    return problems, origins
+
+
+def _entry_model(collection: str, name: str, data: dict[str, Any]) -> type[BaseModel]:
+    """The model of one declared source (by its ``kind``) or receiver."""
+    if collection == "receivers":
+        return ReceiverSettings
+    entries = data.get(collection)
+    entry = entries.get(name) if isinstance(entries, dict) else None
+    kind = entry.get("kind", "digitalriver") if isinstance(entry, dict) else "digitalriver"
+    return ElasticPathSourceSettings if kind == "elasticpath" else DigitalRiverSourceSettings
+
+
+def _setting_path_problem(segments: tuple[str, ...], data: dict[str, Any]) -> str | None:
+    """None when ``segments`` name a setting, else what is wrong (with a did-you-mean)."""
+    model: type[BaseModel] | None = Settings
+    depth = 0
+    while depth < len(segments):
+        segment = segments[depth]
+        where = ".".join(segments[:depth]) or "the configuration"
+        if model is None:
+            return f"{where} has no sub-keys"
+        fields = _field_names(model)
+        if segment not in fields:
+            return f"{where} has no setting {segment!r}{did_you_mean(segment, fields)}"
+        if depth == 0 and segment in COLLECTIONS:
+            if len(segments) < 3:
+                return f"name a setting of one of the {segment}: {segment.upper()}__NAME__KEY"
+            model = _entry_model(segment, segments[1], data)
+            depth += 2
+            continue
+        model = _model_of(fields[segment])
+        depth += 1
+    return None
+
+
+def _field_names(model: type[BaseModel]) -> dict[str, Any]:
+    names: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        names[name] = info.annotation
+        if isinstance(info.alias, str):
+            names[info.alias] = info.annotation
+    return names
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (through Optional / Annotated), if it holds one."""
+    candidates = [annotation]
+    while candidates:
+        current = candidates.pop()
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            return current
+        candidates.extend(get_args(current))
+    return None
+
+
+def _validation_problems(
+    exc: ValidationError, document: YamlDocument | None, origins: Mapping[tuple[str, ...], str]
+) -> list[str]:
+    problems = []
     for error in exc.errors():
         loc = list(error["loc"])
         if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
             del loc[2]  # the union's tag: the source's kind is already in the file
         location = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(tree, loc)
-        at = f" (line {line})" if line is not None else ""
-        lines.append(f"  {location}{at}: {error['msg']}")
-    return "\n".join(lines)
-
-
-def _yaml_tree(path: Path | None) -> yaml.Node | None:
-    if path is None:
-        return None
-    try:
-        return yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _line_of(node: yaml.Node | None, loc: list[int | str]) -> int | None:
-    """The YAML line of the deepest key along ``loc`` that the file has (1-based)."""
-    line = None
-    for step in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next(((k, v) for k, v in node.value if k.value == str(step)), None)
-            if found is None:
-                break
-            line = found[0].start_mark.line + 1
-            node = found[1]
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value)
-        ):
-            node = node.value[step]
-            line = node.start_mark.line + 1
+        key = tuple(str(p).lower() for p in loc)
+        origin = next((o for path, o in origins.items() if key[: len(path)] == path), None)
+        line = document.line_of(loc) if document is not None else None
+        if origin is not None:
+            at = f" (from {origin})"
         else:
-            break
-    return line
+            at = f" (line {line})" if line is not None else ""
+        problems.append(f"  {location}{at}: {error['msg']}")
+    return problems
+
+
+def _cross_problems(settings: Settings, document: YamlDocument | None) -> list[str]:
+    """What pydantic cannot see field by field: receivers named in routes and fallbacks."""
+
+    def at(loc: list[int | str]) -> str:
+        line = document.line_of(loc) if document is not None else None
+        return f" (line {line})" if line is not None else ""
+
+    known = set(settings.receivers)
+    problems: list[str] = []
+    if settings.route is not None:
+        if settings.route.receiver is None:
+            problems.append(
+                f"  route{at(['route'])}: the root route needs a receiver (the default)"
+            )
+        for loc, receiver in settings.route.named_receivers(["route"]):
+            if receiver not in known:
+                defined = ", ".join(sorted(known)) or "none"
+                problems.append(
+                    f"  {'.'.join(map(str, loc))}{at(loc)}: unknown receiver {receiver!r}"
+                    f"{did_you_mean(receiver, known)}; defined: {defined}"
+                )
+    elif settings.receivers:
+        problems.append(
+            f"  receivers{at(['receivers'])}: receivers are defined but no route sends "
+            "anything to them"
+        )
+    fallbacks = settings.notifications.fallbacks
+    fallback_loc: list[int | str] = ["notifications", "fallback_receiver"]
+    problems.extend(
+        f"  notifications.fallback_receiver{at(fallback_loc)}: unknown receiver "
+        f"{name!r}{did_you_mean(name, known)}"
+        for name in fallbacks
+        if name not in known
+    )
+    routed = [r for _, r in settings.route.named_receivers(["route"])] if settings.route else []
+    alone = [r for r in dict.fromkeys(routed) if fallbacks and set(fallbacks) <= {r}]
+    if alone:
+        problems.append(
+            f"  notifications.fallback_receiver{at(fallback_loc)}: {alone[0]!r} is its own only "
+            "fallback; when it fails nobody would be told. List a second receiver after it, "
+            f"e.g. fallback_receiver: [{alone[0]}, {_other(known, alone[0])}]"
+        )
+    return problems

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 HEALTH_RULE = "source_health"
 DELIVERY_RULE = "delivery_failed"
+HEALTH_ALERT_LABELS = frozenset({"source", "rule", "problem", "severity", "receiver"})
+"""What the daemon's own alerts carry (besides ``health.labels``)."""
 
 
 @dataclass(frozen=True, slots=True)

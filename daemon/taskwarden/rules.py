@@ -114,6 +114,16 @@ class RuleOutput:
 
 MAX_EXAMPLES = 5
 
+TASK_LABELS = frozenset(
+    {
+        "source", "kind", "request_type", "status", "phase", "product_type", "product_id",
+        "erid", "external_reference_id",
+    }
+)  # fmt: skip
+"""What rule matchers can see of a task (besides the source's own labels)."""
+RULE_ALERT_LABELS = frozenset({"team", "rule", "severity", "source", "kind", "status"})
+"""What every task alert carries (besides team, rule and source labels)."""
+
 
 # --- labels ------------------------------------------------------------------------------------
 

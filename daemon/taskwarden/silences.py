@@ -17,6 +17,8 @@ from taskwarden.matchers import parse_all
 from taskwarden.routing import Silence
 from taskwarden.state import open_state
 from taskwarden.timeutil import format_api_time, utc_now
+from taskwarden.wiring import alert_label_names, build_alerting
+from taskwarden.yamlfile import did_you_mean
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -33,6 +35,14 @@ def add_silence(
     if not parsed:
         raise ConfigError("a silence needs at least one matcher, e.g. 'team=\"catalog\"'")
     settings = load_settings(config)
+    known = alert_label_names(settings, build_alerting(settings, config).teams)
+    unknown = [
+        f"label {m.name!r} is never set on an alert{did_you_mean(m.name, known)}"
+        for m in parsed
+        if m.name not in known
+    ]
+    if unknown:
+        raise ConfigError("this silence could never match: " + "; ".join(unknown))
     now = utc_now()
     silence = Silence(
         silence_id=secrets.token_hex(4),

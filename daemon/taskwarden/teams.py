@@ -11,15 +11,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskwarden.alerts import Severity
-from taskwarden.config import Duration  # noqa: TC001 - pydantic reads annotations at run time
+from taskwarden.config import (  # noqa: TC001 - pydantic reads annotations at run time
+    Duration,
+    Matchers,
+)
 from taskwarden.errors import ConfigError
 from taskwarden.matchers import parse_all
 from taskwarden.model import Phase
-from taskwarden.rules import BurstRule, FailedRule, Rule, StuckRule, Team
+from taskwarden.rules import TASK_LABELS, BurstRule, FailedRule, Rule, StuckRule, Team
+from taskwarden.yamlfile import did_you_mean, load_yaml
 
 _TEAM = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -30,14 +33,8 @@ class _Spec(BaseModel):
 
 class _RuleSpec(_Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    matchers: list[str] = Field(default_factory=list)
+    matchers: Matchers = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("matchers")
-    @classmethod
-    def _valid_matchers(cls, value: list[str]) -> list[str]:
-        parse_all(value)
-        return value
 
 
 class FailedSpec(_RuleSpec):
@@ -118,6 +115,9 @@ def to_rule(spec: FailedSpec | StuckSpec | BurstSpec, team: str) -> Rule:
     )
 
 
+_TAGS = ("failed", "stuck", "burst")
+
+
 def _location(loc: tuple[int | str, ...], data: object) -> str:
     """``rules[1] 'stuck-imports' after`` from pydantic's location tuple."""
     parts: list[str] = []
@@ -128,7 +128,7 @@ def _location(loc: tuple[int | str, ...], data: object) -> str:
             node = node[step] if isinstance(node, list) and step < len(node) else None
             if isinstance(node, dict) and "name" in node:
                 parts[-1] += f" {node['name']!r}"
-        elif step in ("failed", "stuck", "burst"):
+        elif step in _TAGS:
             continue  # the discriminator's tag: already visible in the rule
         else:
             parts.append(str(step))
@@ -136,20 +136,32 @@ def _location(loc: tuple[int | str, ...], data: object) -> str:
     return " ".join(parts) or "(top level)"
 
 
-def load_team_file(path: Path) -> Team:
-    """Raises ConfigError naming the file, the rule and the reason."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+def load_team_file(path: Path, task_labels: frozenset[str] = TASK_LABELS) -> Team:
+    """Raises ConfigError naming the file, the line, the rule and the reason; a matcher on
+    a label no task has is an error too (it could never match)."""
+    doc = load_yaml(path)
+    data = doc.data
     try:
         spec = TeamFile.model_validate(data)
     except ValidationError as exc:
         lines = [f"{path}: {exc.error_count()} problem(s):"]
-        lines.extend(f"  {_location(e['loc'], data)}: {e['msg']}" for e in exc.errors())
+        for error in exc.errors():
+            loc = tuple(step for step in error["loc"] if step not in _TAGS)
+            line = doc.line_of(loc)
+            at = f" (line {line})" if line is not None else ""
+            lines.append(f"  {_location(error['loc'], data)}{at}: {error['msg']}")
         raise ConfigError("\n".join(lines)) from None
+    unknown: list[str] = []
+    for index, rule in enumerate(spec.rules):
+        line = doc.line_of(["rules", index, "matchers"])
+        unknown.extend(
+            f"  rules[{index}] {rule.name!r} matchers (line {line}): label {m.name!r} is "
+            f"never set on a task{did_you_mean(m.name, task_labels)}"
+            for m in parse_all(rule.matchers)
+            if m.name not in task_labels
+        )
+    if unknown:
+        raise ConfigError("\n".join([f"{path}: {len(unknown)} problem(s):", *unknown]))
     names = [r.name for r in spec.rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -162,7 +174,9 @@ def load_team_file(path: Path) -> Team:
     )
 
 
-def load_teams(patterns: list[str], base: Path) -> tuple[Team, ...]:
+def load_teams(
+    patterns: list[str], base: Path, *, task_labels: frozenset[str] = TASK_LABELS
+) -> tuple[Team, ...]:
     """Every file matching ``patterns`` (relative to ``base``); all problems at once."""
     files: list[Path] = []
     for pattern in patterns:
@@ -178,7 +192,7 @@ def load_teams(patterns: list[str], base: Path) -> tuple[Team, ...]:
     problems: list[str] = []
     for path in dict.fromkeys(files):
         try:
-            teams.append(load_team_file(path))
+            teams.append(load_team_file(path, task_labels))
         except ConfigError as exc:
             problems.append(str(exc))
     seen: dict[str, str] = {}

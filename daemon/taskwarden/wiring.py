@@ -12,7 +12,7 @@ import httpx
 from taskwarden.alerting import Alerting
 from taskwarden.config import ElasticPathSourceSettings
 from taskwarden.errors import ConfigError
-from taskwarden.health import HealthSettings
+from taskwarden.health import HEALTH_ALERT_LABELS, HealthSettings
 from taskwarden.logs import register_secret
 from taskwarden.matchers import parse_all
 from taskwarden.notify.console import ConsoleNotifier
@@ -21,19 +21,24 @@ from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
 from taskwarden.routing import Route, Silence
+from taskwarden.rules import RULE_ALERT_LABELS, TASK_LABELS
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
 from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
 from taskwarden.sources.http import CallMeter, ResponseLimits, RetryPolicy
 from taskwarden.teams import load_teams
 from taskwarden.timeutil import as_utc
+from taskwarden.yamlfile import did_you_mean, load_yaml
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from contextlib import AsyncExitStack
     from datetime import datetime
 
     from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
     from taskwarden.notify.base import Notifier
+    from taskwarden.rules import Team
     from taskwarden.sources.base import Source
+    from taskwarden.yamlfile import YamlDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +89,76 @@ def health_settings(settings: Settings) -> HealthSettings:
     )
 
 
+def alert_label_names(settings: Settings, teams: Sequence[Team]) -> frozenset[str]:
+    """Every label some alert can carry: what routes, group_by and silences may name."""
+    names = set(RULE_ALERT_LABELS | HEALTH_ALERT_LABELS)
+    names.update(settings.health.labels)
+    for source in settings.sources.values():
+        names.update(source.labels)
+    for team in teams:
+        names.update(k for k, _ in team.labels)
+        for rule in team.rules:
+            names.update(k for k, _ in rule.labels)
+    return frozenset(names)
+
+
+def task_label_names(settings: Settings) -> frozenset[str]:
+    """What team rule matchers can see of a task."""
+    return TASK_LABELS | {name for s in settings.sources.values() for name in s.labels}
+
+
+def label_problems(
+    settings: Settings, known: frozenset[str], document: YamlDocument | None
+) -> list[str]:
+    """Matchers and ``group_by`` naming a label no alert carries: they can never match."""
+
+    def check(names: Iterable[str], loc: list[int | str], what: str) -> Iterator[str]:
+        line = document.line_of(loc) if document is not None else None
+        at = f" (line {line})" if line is not None else ""
+        for name in names:
+            if name not in known and name != "...":
+                yield (
+                    f"  {'.'.join(map(str, loc))}{at}: {what} {name!r} is never set on an "
+                    f"alert{did_you_mean(name, known)}"
+                )
+
+    problems: list[str] = []
+
+    def walk(route: RouteSettings, loc: list[int | str]) -> None:
+        problems.extend(
+            check((m.name for m in parse_all(route.matchers)), [*loc, "matchers"], "label")
+        )
+        problems.extend(check(route.group_by or (), [*loc, "group_by"], "group_by label"))
+        for index, child in enumerate(route.routes):
+            walk(child, [*loc, "routes", index])
+
+    if settings.route is not None:
+        walk(settings.route, ["route"])
+    for index, silence in enumerate(settings.silences):
+        names = (m.name for m in parse_all(silence.matchers))
+        problems.extend(check(names, ["silences", index, "matchers"], "label"))
+    return problems
+
+
 def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
-    """Teams' rules (their files are read here), the routing tree and health settings."""
+    """Teams' rules (their files are read here), the routing tree and health settings.
+
+    Label names are checked here, where the teams' and sources' own labels are known: a
+    route, a group_by or a silence naming a label no alert carries is an error."""
     base = config_path.parent if config_path is not None else Path()
+    teams = load_teams(settings.teams, base, task_labels=task_label_names(settings))
+    document = load_yaml(config_path) if config_path is not None else None
+    problems = label_problems(settings, alert_label_names(settings, teams), document)
+    if problems:
+        where = f" in {config_path}" if config_path else ""
+        raise ConfigError(
+            "\n".join([f"{len(problems)} problem(s) in the configuration{where}:", *problems])
+        )
     root = _route(settings.route) if settings.route is not None else None
     if root is not None and root.group_by is None:
         root = replace(root, group_by=("team", "rule", "source", "kind"))
     return Alerting(
-        teams=load_teams(settings.teams, base),
+        teams=teams,
         route=root,
         health=health_settings(settings),
         source_labels={
@@ -192,11 +259,21 @@ def build_receiver(name: str, config: ReceiverSettings) -> Receiver:
 
 
 def build_receivers(settings: Settings) -> dict[str, Receiver]:
-    return {name: build_receiver(name, config) for name, config in settings.receivers.items()}
+    """Every receiver; one that cannot be set up is a configuration error naming it."""
+    receivers: dict[str, Receiver] = {}
+    problems: list[str] = []
+    for name, config in settings.receivers.items():
+        try:
+            receivers[name] = build_receiver(name, config)
+        except Exception as exc:  # noqa: BLE001 - whatever a client library raises on bad input
+            problems.append(f"  receivers.{name}: cannot be set up: {type(exc).__name__}: {exc}")
+    if problems:
+        raise ConfigError("\n".join([f"{len(problems)} receiver(s) cannot be set up:", *problems]))
+    return receivers
 
 
 def build_notifiers(settings: Settings) -> dict[str, Notifier]:
-    return {name: build_notifier(name, config) for name, config in settings.receivers.items()}
+    return {name: receiver.notifier for name, receiver in build_receivers(settings).items()}
 
 
 def _missing(name: str, key: str, what: str) -> ConfigError:

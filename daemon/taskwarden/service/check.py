@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskwarden.config import load_settings
+from taskwarden.config import load_config
 from taskwarden.errors import TaskwardenError
 from taskwarden.rules import BurstRule, FailedRule, StuckRule
 from taskwarden.wiring import build_alerting, build_notifiers, build_sources, open_http
@@ -22,7 +22,8 @@ async def run_check(config: Path, *, connect: bool) -> int:
 
     Configuration errors raise `ConfigError` (exit 2), with every problem listed.
     """
-    settings = load_settings(config)
+    loaded = load_config(config)
+    settings = loaded.settings
     alerting = build_alerting(settings, config)
     notifiers = build_notifiers(settings)
     rules = [r for t in alerting.teams for r in t.rules]
@@ -39,6 +40,8 @@ async def run_check(config: Path, *, connect: bool) -> int:
             f"team(s), {len(rules)} rule(s) ({', '.join(f'{v} {k}' for k, v in kinds.items())}), "
             f"{len(notifiers)} receiver(s), {len(settings.silences)} silence(s)"
         )
+        for warning in loaded.warnings:
+            click.echo(f"warn {warning}")
         if not rules:
             click.echo(
                 "warn no team rules: only source-health alerts will be sent "
