@@ -167,15 +167,17 @@ def test_silence_commands(tmp_path: Path) -> None:
 async def test_test_notify_reports_success_and_failure(
     tmp_path: Path, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from taskwarden.commands import test_notify
+    from taskwarden.cli.check import send_test
+    from taskwarden.cli.common import Output
+    from taskwarden.logs import Redactor
 
     config = write_config(tmp_path, "http://127.0.0.1:9", slack)
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
-    assert await test_notify(config, "slack") == 0
+    assert await send_test(config, "slack", Output(Redactor())) == 0
     [message] = slack.messages
     assert message.text.startswith("[TEST]")
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", "xoxb-revoked")
-    assert await test_notify(config, "slack") == 1
+    assert await send_test(config, "slack", Output(Redactor())) == 1
 
 
 def test_config_rejects_routes_to_unknown_receivers(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import structlog
 from click.testing import CliRunner
 
 from taskwarden.cli import cli
-from taskwarden.config import load_config
+from taskwarden.config import config_loader, load_config
 from taskwarden.errors import ConfigError
 from taskwarden.service.daemon import Daemon
 
@@ -170,7 +170,7 @@ async def test_reload_rejects_any_broken_configuration_and_keeps_running(
     monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", "k")
     config = write(tmp_path)
     config.write_text(config.read_text().replace("http://127.0.0.1:9", sim.base_url))
-    daemon = Daemon(config, handle_signals=False)
+    daemon = Daemon(config_loader(config), handle_signals=False)
     running = asyncio.create_task(daemon.run())
     try:
         await asyncio.wait_for(daemon.ready.wait(), timeout=20)

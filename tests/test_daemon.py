@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from taskwarden.cli import cli
+from taskwarden.config import config_loader
 from taskwarden.service.daemon import Daemon
 from taskwarden.simulator.faults import Fault
 from taskwarden.state import open_state
@@ -184,7 +185,7 @@ async def test_health_readiness_and_metrics(
     )
     monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
-    daemon = Daemon(config, handle_signals=False)
+    daemon = Daemon(config_loader(config), handle_signals=False)
     running = asyncio.create_task(daemon.run())
     base = f"http://127.0.0.1:{health}"
     try:
@@ -230,7 +231,9 @@ async def test_health_readiness_and_metrics(
 async def test_check_validates_and_connects(
     tmp_path: Path, sim: Simulator, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from taskwarden.service.check import run_check
+    from taskwarden.cli.check import run_check
+    from taskwarden.cli.common import Output
+    from taskwarden.logs import Redactor
 
     smtp = SmtpServer(free_port())
     smtp.start()
@@ -240,9 +243,9 @@ async def test_check_validates_and_connects(
         )
         monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
         monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
-        assert await run_check(config, connect=True) == 0
+        assert await run_check(config, Output(Redactor()), connect=True) == 0
         monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", "xoxb-wrong")
-        assert await run_check(config, connect=True) == 1
+        assert await run_check(config, Output(Redactor()), connect=True) == 1
     finally:
         smtp.stop()
 

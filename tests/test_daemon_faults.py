@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from taskwarden.config import config_loader
 from taskwarden.service.daemon import Daemon
 from taskwarden.simulator.faults import Fault
 
@@ -80,7 +81,7 @@ async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 20.
 
 @contextlib.asynccontextmanager
 async def running(config: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
-    daemon = Daemon(config, handle_signals=False)
+    daemon = Daemon(config_loader(config), handle_signals=False)
     task = asyncio.create_task(daemon.run())
     try:
         ready = asyncio.create_task(daemon.ready.wait())
@@ -139,7 +140,7 @@ async def test_a_full_disk_never_resends_pauses_polling_and_tells_the_fallback(
     config = write_config(tmp_path, sim, slack, state=small_disk / "state.db")
     async with running(config) as (daemon, _):
         await until(lambda: daemon.readiness().get("dr") == "ok")
-        store = daemon._ctx.store  # type: ignore[union-attr]
+        store = daemon.runtime.store  # type: ignore[union-attr]
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
         # Slack holds its answer a moment: the disk fills between the send and its record.
         slack.inject(Fault("slow", delay=1.0, endpoint="slack.postMessage"))
@@ -148,7 +149,7 @@ async def test_a_full_disk_never_resends_pauses_polling_and_tells_the_fallback(
         filler = fill(small_disk)
         await slack.wait_for(1, within=10)
         # Sent once, its bookkeeping refused: never sent again, however many rounds pass.
-        await until(lambda: daemon._ctx.sender.unrecorded == 1)  # type: ignore[union-attr]
+        await until(lambda: daemon.runtime.sender.unrecorded == 1)  # type: ignore[union-attr]
         code, body = await readyz(daemon)
         assert code == 503
         assert "daemon:state" in body["sources"]
@@ -162,7 +163,7 @@ async def test_a_full_disk_never_resends_pauses_polling_and_tells_the_fallback(
         assert [m.text for m in slack.in_channel("alerts")].count(slack.messages[0].text) == 1
         # Space again: the bookkeeping is written, polling resumes, the trouble resolves.
         filler.unlink()
-        await until(lambda: daemon._ctx.sender.unrecorded == 0)  # type: ignore[union-attr]
+        await until(lambda: daemon.runtime.sender.unrecorded == 0)  # type: ignore[union-attr]
         await until(lambda: daemon.readiness() == {"dr": "ok"}, 10)
         await until(lambda: any(m.text.startswith("[RESOLVED]") for m in slack.messages))
         assert (await readyz(daemon))[0] == 200

@@ -33,18 +33,20 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from taskwarden.errors import ConfigError
 from taskwarden.matchers import parse_all
 from taskwarden.yamlfile import YamlDocument, did_you_mean, load_yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 log = structlog.get_logger(__name__)
 
@@ -372,9 +374,14 @@ class Settings(BaseSettings):
             secrets_nested_delimiter="__",
             secrets_dir_missing="ok",
         )
+        environment = (
+            _EnvironmentOf(settings_cls, loading.environ)
+            if loading.environ is not None
+            else env_settings
+        )
         return (
             init_settings,
-            _DeclaredOnly(settings_cls, env_settings, loading),
+            _DeclaredOnly(settings_cls, environment, loading),
             _DeclaredOnly(settings_cls, secrets, loading),
             InitSettingsSource(settings_cls, init_kwargs=loading.yaml_data),
         )
@@ -397,9 +404,26 @@ class _Loading:
     secret_dirs: tuple[Path, ...] = ()
     declared: dict[str, set[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    environ: Mapping[str, str] | None = None
+    """The environment to read (None: the process's own)."""
 
 
 _loading: ContextVar[_Loading | None] = ContextVar("taskwarden_loading", default=None)
+
+
+class _EnvironmentOf(EnvSettingsSource):
+    """The ``TASKWARDEN_*`` variables of a given environment rather than the process's
+    (the demo hands its daemon credentials without touching ``os.environ``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # pydantic-settings' own hook (its .env source overrides it the same way).
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 class _DeclaredOnly(PydanticBaseSettingsSource):
@@ -442,12 +466,21 @@ def _other(names: set[str], besides: str) -> str:
     return next((n for n in sorted(names) if n != besides), "ops_mail")
 
 
-def secret_dirs(explicit: Path | None = None) -> list[Path]:
+def secret_dirs(
+    explicit: Path | None = None, environ: Mapping[str, str] | None = None
+) -> list[Path]:
     dirs = [explicit] if explicit else []
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    credentials = (os.environ if environ is None else environ).get("CREDENTIALS_DIRECTORY")
     if credentials:
         dirs.append(Path(credentials))
     return [d for d in dirs if d.is_dir()]
+
+
+def config_loader(
+    path: Path, *, environ: Mapping[str, str] | None = None
+) -> Callable[[], LoadedConfig]:
+    """What the daemon calls at start and at every reload."""
+    return lambda: load_config(path, environ=environ)
 
 
 def load_settings(path: Path | str | None, *, secrets_dir: Path | None = None) -> Settings:
@@ -477,10 +510,11 @@ def load_config(
         if document.data is not None and not isinstance(document.data, dict):
             raise ConfigError(f"{yaml_path}:1: the configuration must be a mapping of sections")
         data = dict(document.data or {})
-    dirs = tuple(secret_dirs(secrets_dir))
+    dirs = tuple(secret_dirs(secrets_dir, environ))
     loading = _Loading(
         yaml_data=data,
         secret_dirs=dirs,
+        environ=None if environ is os.environ else environ,
         declared={
             key: set(data[key]) if isinstance(data.get(key), dict) else set() for key in COLLECTIONS
         },

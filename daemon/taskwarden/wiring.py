@@ -13,7 +13,6 @@ from taskwarden.alerting import Alerting
 from taskwarden.config import ElasticPathSourceSettings
 from taskwarden.errors import ConfigError
 from taskwarden.health import HEALTH_ALERT_LABELS, HealthSettings
-from taskwarden.logs import register_secret
 from taskwarden.matchers import parse_all
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
     from contextlib import AsyncExitStack
     from datetime import datetime
 
+    from pydantic import SecretStr
+
     from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
     from taskwarden.notify.base import Notifier
     from taskwarden.rules import Team
@@ -48,24 +49,18 @@ class ConfiguredSource:
     interval: float
 
 
-def register_settings_secrets(settings: Settings) -> None:
-    for source in settings.sources.values():
-        secret = (
-            source.client_secret
-            if isinstance(source, ElasticPathSourceSettings)
-            else source.api_key
-        )
-        if secret is not None:
-            register_secret(secret.get_secret_value())
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret the configuration holds: what the `Redactor` must never let out."""
+    found: list[SecretStr | None] = [
+        source.client_secret if isinstance(source, ElasticPathSourceSettings) else source.api_key
+        for source in settings.sources.values()
+    ]
     for receiver in settings.receivers.values():
-        secrets = []
         if receiver.slack is not None:
-            secrets += [receiver.slack.token, receiver.slack.webhook_url]
+            found += [receiver.slack.token, receiver.slack.webhook_url]
         if receiver.email is not None:
-            secrets.append(receiver.email.smtp.password)
-        for secret in secrets:
-            if secret is not None:
-                register_secret(secret.get_secret_value())
+            found.append(receiver.email.smtp.password)
+    return [secret.get_secret_value() for secret in found if secret is not None]
 
 
 def _route(config: RouteSettings) -> Route:

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from taskwarden.errors import StateError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from datetime import datetime
@@ -35,7 +37,7 @@ class Observable(Protocol):
         ...
 
     def task_counts(self) -> Mapping[tuple[str, str], int]: ...
-    def last_success(self) -> Mapping[str, datetime]: ...
+    def last_successes(self) -> Mapping[str, datetime]: ...
 
 
 class _LiveCollector(Collector):
@@ -57,8 +59,15 @@ class _LiveCollector(Collector):
             for receiver, count in sorted(counter.items()):
                 delivered.add_metric([receiver, result], count)
         yield delivered
-        depth, oldest = self._daemon.outbox()
-        yield GaugeMetricFamily("taskwarden_outbox_depth", "Notifications waiting", value=depth)
+        try:  # from the state: a scrape while the state is in trouble still answers
+            depth, oldest = self._daemon.outbox()
+            counts = self._daemon.task_counts()
+        except StateError:
+            depth, oldest, counts = -1, None, {}
+        yield GaugeMetricFamily(
+            "taskwarden_outbox_depth", "Notifications waiting (-1: the state is unreadable)",
+            value=depth,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "taskwarden_outbox_oldest_age_seconds",
             "Age of the oldest waiting notification (0 when empty)",
@@ -67,7 +76,7 @@ class _LiveCollector(Collector):
         tasks = GaugeMetricFamily(
             "taskwarden_tasks", "Tracked tasks by source and status", labels=["source", "status"]
         )
-        for (source_name, status), count in sorted(self._daemon.task_counts().items()):
+        for (source_name, status), count in sorted(counts.items()):
             tasks.add_metric([source_name, status], count)
         yield tasks
         last = GaugeMetricFamily(
@@ -75,7 +84,7 @@ class _LiveCollector(Collector):
             "Unix time of the last successful poll of each source",
             labels=["source"],
         )
-        for name, moment in sorted(self._daemon.last_success().items()):
+        for name, moment in sorted(self._daemon.last_successes().items()):
             last.add_metric([name], moment.timestamp())
         yield last
 

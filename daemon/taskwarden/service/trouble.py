@@ -59,14 +59,22 @@ class Trouble:
         self._receivers: Mapping[str, Receiver] = {}
         self._fallbacks: Sequence[str] = ()
         self._health: HealthSettings | None = None
+        self._redact: Callable[[Notification], Notification] = lambda n: n
 
     def configure(
-        self, receivers: Mapping[str, Receiver], fallbacks: Sequence[str], health: HealthSettings
+        self,
+        receivers: Mapping[str, Receiver],
+        fallbacks: Sequence[str],
+        health: HealthSettings,
+        *,
+        redact: Callable[[Notification], Notification] | None = None,
     ) -> None:
-        """Who is told (at start and after every reload)."""
+        """Who is told (at start and after every reload), with secrets taken out."""
         self._receivers = receivers
         self._fallbacks = fallbacks
         self._health = health
+        if redact is not None:
+            self._redact = redact
 
     def active(self) -> dict[str, Condition]:
         return dict(self._active)
@@ -139,7 +147,8 @@ class Trouble:
                 continue
             try:
                 async with asyncio.timeout(receiver.attempt_timeout):
-                    await receiver.notifier.send(replace(notice, receiver=name), thread=None)
+                    addressed = self._redact(replace(notice, receiver=name))
+                    await receiver.notifier.send(addressed, thread=None)
             except Exception as exc:  # noqa: BLE001 - try the next fallback, whatever failed
                 log.warning(
                     "daemon.trouble_notice_failed",

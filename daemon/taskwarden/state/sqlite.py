@@ -22,6 +22,7 @@ from taskwarden.errors import (
     StateMissingError,
     StateUnavailableError,
 )
+from taskwarden.logs import Redactor
 from taskwarden.model import Phase, Product, Task
 from taskwarden.sources.base import OpenTask, SourceView
 from taskwarden.state import alertstore
@@ -144,11 +145,14 @@ class SqliteStateStore:
         lock: StateLock | None,
         *,
         read_only: bool = False,
+        redactor: Redactor | None = None,
     ) -> None:
         self._conn = conn
         self.path = path
         self._lock = lock
         self.read_only = read_only
+        self._redact = redactor or Redactor()
+        """Every error text and payload written passes through it: no secret is stored."""
 
     # --- transactions -------------------------------------------------------------------
 
@@ -333,7 +337,7 @@ class SqliteStateStore:
                 (source, to_epoch_ms(commit.checkpoint), now_ms, commit.strategy, commit.api_calls),
             )
             if commit.alerts:
-                alertstore.apply_alerts(conn, commit.alerts, commit.now)
+                alertstore.apply_alerts(conn, self._redact.deep(commit.alerts), commit.now)
             if commit.flush:
                 made = alertstore.flush(conn, commit.now, force=dry_run)
             if commit.prune_before is not None:
@@ -379,7 +383,7 @@ class SqliteStateStore:
                 "ON CONFLICT (source) DO UPDATE SET "
                 "failing_since_ms = COALESCE(failing_since_ms, excluded.failing_since_ms), "
                 "last_error = excluded.last_error",
-                (source, now_ms, error),
+                (source, now_ms, self._redact(error)),
             )
             row = conn.execute(
                 "SELECT failing_since_ms FROM sources WHERE source = ?", (source,)
@@ -391,7 +395,7 @@ class SqliteStateStore:
         self, batch: AlertBatch, now: datetime, *, dry_run: bool = False
     ) -> list[Notification]:
         with self.transaction(rollback=dry_run) as conn:
-            alertstore.apply_alerts(conn, batch, now)
+            alertstore.apply_alerts(conn, self._redact.deep(batch), now)
             return alertstore.flush(conn, now, force=dry_run)
 
     @guarded
@@ -402,7 +406,7 @@ class SqliteStateStore:
     @guarded
     def enqueue(self, notification: Notification, now: datetime) -> int:
         with self.transaction() as conn:
-            return alertstore.enqueue(conn, notification, now)
+            return alertstore.enqueue(conn, self._redact.deep(notification), now)
 
     @guarded
     def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
@@ -420,14 +424,15 @@ class SqliteStateStore:
     @guarded
     def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None:
         with self.transaction() as conn:
-            alertstore.mark_retry(conn, item, next_attempt, error)
+            alertstore.mark_retry(conn, item, next_attempt, self._redact(error))
 
     @guarded
     def mark_dead(
         self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
     ) -> None:
         with self.transaction() as conn:
-            alertstore.mark_dead(conn, item, now, error, notice)
+            notice = self._redact.deep(notice) if notice is not None else None
+            alertstore.mark_dead(conn, item, now, self._redact(error), notice)
 
     @guarded
     def outbox_depth(self) -> tuple[int, datetime | None]:
@@ -603,7 +608,9 @@ def open_state(
     now: datetime,
     lock: bool = True,
     read_only: bool = False,
+    snapshot: bool = False,
     busy_timeout: float | None = None,
+    redactor: Redactor | None = None,
 ) -> SqliteStateStore:
     """Open (creating or migrating) the state file, taking its lock.
 
@@ -611,11 +618,14 @@ def open_state(
     and replaced, loudly: the daemon must not crash-loop on it. A busy file is waited for
     (`BUSY_TIMEOUT`) and then refused, never moved. A file from a newer taskwarden is
     refused. ``read_only`` (inspection commands, which may run beside the daemon) takes no
-    lock and creates, migrates and moves nothing.
+    lock and creates, migrates and moves nothing. ``snapshot`` (dry runs) works on an
+    in-memory copy: every write is allowed and none reaches the file.
     """
     busy_timeout = BUSY_TIMEOUT if busy_timeout is None else busy_timeout
     if read_only:
         return _open_read_only(Path(path), busy_timeout)
+    if snapshot:
+        return _open_snapshot(Path(path), busy_timeout, redactor)
     state_path = Path(os.path.realpath(path))
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state_lock = StateLock(state_path) if lock else None
@@ -629,7 +639,7 @@ def open_state(
         if state_lock is not None:
             state_lock.release()
         raise
-    store = SqliteStateStore(conn, state_path, state_lock)
+    store = SqliteStateStore(conn, state_path, state_lock, redactor=redactor)
     if recovered_from is not None:
         store.set_meta("recovered_from", str(recovered_from))
     return store
@@ -654,6 +664,39 @@ def _open_read_only(path: Path, busy_timeout: float) -> SqliteStateStore:
             + (": upgrade taskwarden" if newer else ": the daemon migrates it when it starts")
         )
     return SqliteStateStore(conn, path, None, read_only=True)
+
+
+def _refuse_newer(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"state file {path} has schema version {version}, but this taskwarden "
+            f"understands up to {SCHEMA_VERSION}; upgrade taskwarden or point it at "
+            "another state file"
+        )
+
+
+def _open_snapshot(path: Path, busy_timeout: float, redactor: Redactor | None) -> SqliteStateStore:
+    """An in-memory copy of the file (or a fresh state when there is none yet)."""
+    memory = sqlite3.connect(":memory:", isolation_level=None)
+    memory.row_factory = sqlite3.Row
+    version = 0
+    try:
+        if path.exists():
+            reader = _connect(path, read_only=True, busy_timeout=busy_timeout)
+            try:
+                reader.backup(memory)
+            finally:
+                reader.close()
+            version = _schema_version(memory)
+        _refuse_newer(path, version)
+        migrate(memory, version)
+    except sqlite3.Error as exc:
+        memory.close()
+        raise translate(exc, f"state file {path}") from exc
+    except BaseException:
+        memory.close()
+        raise
+    return SqliteStateStore(memory, path, None, redactor=redactor)
 
 
 def _open_or_recover(
@@ -683,13 +726,11 @@ def _open_or_recover(
             else:
                 create_private(path)
             continue
-        if version > SCHEMA_VERSION:
+        try:
+            _refuse_newer(path, version)
+        except SchemaTooNewError:
             conn.close()
-            raise SchemaTooNewError(
-                f"state file {path} has schema version {version}, but this taskwarden "
-                f"understands up to {SCHEMA_VERSION}; upgrade taskwarden or point it at "
-                "another state file"
-            )
+            raise
         try:
             migrate(conn, version)
         except sqlite3.Error as exc:

@@ -20,15 +20,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskwarden.service.daemon import Daemon
-from taskwarden.simulator import Simulator, running_simulator
-from taskwarden.simulator.elasticpath import install_elasticpath
-from taskwarden.simulator.slack import SlackServer, running_slack
-from taskwarden.state import open_state
+from taskwarden.cli.common import Output, run
 
 if TYPE_CHECKING:
+    from taskwarden.simulator import Simulator
     from taskwarden.simulator.elasticpath import ElasticPathJobs
-    from taskwarden.simulator.slack import SlackMessage
+    from taskwarden.simulator.slack import SlackMessage, SlackServer
 
 KEY = "demo-api-key"
 EP_SECRET = "demo-client-secret"  # noqa: S105 - the simulator's demo credential
@@ -124,7 +121,22 @@ async def _script(sim: Simulator, ep: ElasticPathJobs) -> None:
     await asyncio.sleep(5)
 
 
-async def run_demo() -> int:
+@click.command()
+def demo() -> None:
+    """Run the real daemon against a scripted simulator scenario and show each alert.
+
+    Failed deploys with error details, a failed Elastic Path import, a task that hangs and
+    then completes, a burst of failures; delivered to the console and to a Slack-compatible
+    endpoint on loopback. Needs no credentials and no network; ends by itself in about 20 s.
+    """
+    run(run_demo)
+
+
+async def run_demo(out: Output) -> int:
+    from taskwarden.simulator import Simulator
+    from taskwarden.simulator.elasticpath import install_elasticpath
+    from taskwarden.simulator.slack import SlackServer
+
     sim = Simulator(api_key=KEY)
     ep = install_elasticpath(sim, client_id="demo-client", client_secret=EP_SECRET)
     for _ in range(5):
@@ -132,28 +144,39 @@ async def run_demo() -> int:
     started = time.monotonic()
     slack = SlackServer(min_interval=0.2)
     slack.on_message.append(_show(started))  # type: ignore[arg-type]
-    secrets = {
+    # The demo's credentials reach the daemon as its environment would, without touching
+    # this process's own environment.
+    environ = {
+        **os.environ,
         "TASKWARDEN_SOURCES__DEMO_DR__API_KEY": KEY,
         "TASKWARDEN_SOURCES__DEMO_EP__CLIENT_SECRET": EP_SECRET,
         "TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN": slack.token,
     }
-    saved = {name: os.environ.get(name) for name in secrets}
-    os.environ.update(secrets)
-    try:
-        return await _run(sim, ep, slack, started)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return await _run(sim, ep, slack, started, environ, out)
 
 
-async def _run(sim: Simulator, ep: ElasticPathJobs, slack: SlackServer, started: float) -> int:
+async def _run(  # noqa: PLR0917 - the demo's cast, passed along once
+    sim: Simulator,
+    ep: ElasticPathJobs,
+    slack: SlackServer,
+    started: float,
+    environ: dict[str, str],
+    out: Output,
+) -> int:
+    from taskwarden.config import config_loader
+    from taskwarden.service.daemon import Daemon
+    from taskwarden.simulator import running_simulator
+    from taskwarden.simulator.slack import running_slack
+    from taskwarden.state import open_state
+
     with tempfile.TemporaryDirectory() as tmp:
         async with running_simulator(sim), running_slack(slack):
             config = _config(Path(tmp), sim, slack)
-            daemon = Daemon(config, handle_signals=False)
+            daemon = Daemon(
+                config_loader(config, environ=environ),
+                redactor=out.redactor,
+                handle_signals=False,
+            )
             running = asyncio.create_task(daemon.run())
             ready = asyncio.create_task(daemon.ready.wait())
             await asyncio.wait({running, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -167,12 +190,12 @@ async def _run(sim: Simulator, ep: ElasticPathJobs, slack: SlackServer, started:
             await _script(sim, ep)
             daemon.request_stop()
             code = await running
-        with open_state(Path(tmp) / "state.db", now=sim.now(), lock=False) as store:
+        with open_state(Path(tmp) / "state.db", now=sim.now(), read_only=True) as store:
             rules = Counter(r["rule"] for r in store.alerts())
             sent = sum(1 for r in store.outbox() if r["state"] == "sent")
             pending, _ = store.outbox_depth()
-    click.echo("")
-    click.echo(
+    out.echo("")
+    out.echo(
         f"done in {time.monotonic() - started:.0f}s: alerts by rule {dict(sorted(rules.items()))}; "
         f"{len(slack.messages)} Slack message(s), {sent} notification(s) delivered, "
         f"{pending} left in the outbox; "

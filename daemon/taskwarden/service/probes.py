@@ -31,7 +31,7 @@ class Probed(Protocol):
         ...
 
 
-def health_app(daemon: Probed, metrics: Metrics) -> web.Application:
+def probes_app(daemon: Probed, metrics: Metrics) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         alive = daemon.alive()
         return web.Response(status=200 if alive else 503, text="ok\n" if alive else "stopped\n")
@@ -61,8 +61,8 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 @asynccontextmanager
-async def serve_health(daemon: Probed, metrics: Metrics, bind: str) -> AsyncIterator[str]:
+async def serve_probes(daemon: Probed, metrics: Metrics, bind: str) -> AsyncIterator[str]:
     host, port = parse_bind(bind)
     limits = ConnectionLimits()  # bounded: this port may face the network
-    async with serve_app(health_app(daemon, metrics), host=host, port=port, limits=limits) as url:
+    async with serve_app(probes_app(daemon, metrics), host=host, port=port, limits=limits) as url:
         yield url

@@ -1,0 +1,101 @@
+"""``taskwarden state``: what the state file remembers, read-only, beside the daemon."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from taskwarden.cli.common import CONFIG_OPTION, EXIT_OK, Output, call
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from taskwarden.state.protocol import StateSummary
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def state(config: Path, as_json: bool) -> None:
+    """Show checkpoints, open tasks with their age, and task counts per status.
+
+    Safe while the daemon runs: it only reads the state file (no lock, nothing created).
+    """
+    call(lambda out: show_state(config, out, as_json=as_json))
+
+
+def show_state(config: Path, out: Output, *, as_json: bool) -> int:
+    from taskwarden.config import load_settings
+    from taskwarden.errors import StateMissingError
+    from taskwarden.state import open_state
+    from taskwarden.timeutil import format_api_time, utc_now
+
+    settings = load_settings(config)
+    now = utc_now()
+    try:
+        with open_state(settings.state.path, now=now, read_only=True) as store:
+            summary = store.summary()
+    except StateMissingError as exc:
+        out.echo(str(exc))
+        return EXIT_OK
+    if as_json:
+        out.echo(json.dumps(summary_json(summary, format_api_time(now)), indent=2))
+        return EXIT_OK
+    out.echo(f"state file {summary.path} (schema v{summary.schema_version})")
+    if not summary.sources:
+        out.echo("no source has been polled yet")
+    for s in summary.sources:
+        checkpoint = format_api_time(s.checkpoint) if s.checkpoint else "never"
+        strategy = s.last_strategy or "-"
+        out.echo(
+            f"\n[{s.source}] checkpoint {checkpoint}; "
+            f"last poll used {s.last_api_calls} API call(s) ({strategy})"
+        )
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s.tasks_by_status.items())) or "none"
+        out.echo(f"  tasks tracked: {counts}")
+        for t in s.open_tasks:
+            age = now - t.received_time
+            out.echo(
+                f"  open {t.task_id} {t.status:<10} {t.kind:<28} age {_age(age.total_seconds())}"
+            )
+    return EXIT_OK
+
+
+def summary_json(summary: StateSummary, now_text: str) -> dict[str, Any]:
+    from taskwarden.timeutil import format_api_time
+
+    return {
+        "path": summary.path,
+        "schemaVersion": summary.schema_version,
+        "now": now_text,
+        "journalEntries": summary.journal_entries,
+        "sources": [
+            {
+                "source": s.source,
+                "checkpoint": format_api_time(s.checkpoint) if s.checkpoint else None,
+                "lastSuccess": format_api_time(s.last_success) if s.last_success else None,
+                "lastStrategy": s.last_strategy,
+                "lastApiCalls": s.last_api_calls,
+                "tasksByStatus": s.tasks_by_status,
+                "openTasks": [
+                    {
+                        "taskId": t.task_id,
+                        "status": t.status,
+                        "kind": t.kind,
+                        "receivedTime": format_api_time(t.received_time),
+                    }
+                    for t in s.open_tasks
+                ],
+            }
+            for s in summary.sources
+        ],
+    }
+
+
+def _age(seconds: float) -> str:
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h{minutes:02d}m" if days else f"{hours}h{minutes:02d}m"
