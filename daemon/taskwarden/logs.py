@@ -67,7 +67,10 @@ class Redactor:
     def add(self, secret: str | None) -> None:
         self.use((*self._secrets, secret))
 
-    def __bool__(self) -> bool:
+    @property
+    def active(self) -> bool:
+        """Whether any secret is registered (not ``__bool__``: an empty redactor is still
+        a redactor, and ``redactor or Redactor()`` must not replace it)."""
         return bool(self._forms)
 
     def __call__(self, text: str) -> str:
@@ -112,7 +115,7 @@ class RedactSecrets:
         self._redactor = redactor
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        if not self._redactor:
+        if not self._redactor.active:
             return event_dict
         return {key: self._redactor.value(value) for key, value in event_dict.items()}
 
@@ -125,7 +128,7 @@ def configure_logging(
 ) -> Redactor:
     """Configure structlog (and stdlib logging, for libraries) once per process; returns
     the `Redactor` every log line passes through (register secrets on it)."""
-    redactor = redactor or Redactor()
+    redactor = redactor if redactor is not None else Redactor()
     redact_secrets = RedactSecrets(redactor)
     if json_output is None:
         json_output = not sys.stderr.isatty()

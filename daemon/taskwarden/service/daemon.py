@@ -57,7 +57,7 @@ class Daemon:
         handle_signals: bool = True,
     ) -> None:
         self._load = load
-        self._redactor = redactor or Redactor()
+        self._redactor = redactor if redactor is not None else Redactor()
         self._clock = clock
         self._extra_notifiers = dict(extra_notifiers or {})
         self._handle_signals = handle_signals

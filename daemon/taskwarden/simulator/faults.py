@@ -17,6 +17,7 @@ FaultKind = Literal[
     "deep_json",
     "endless_cursor",
     "mangle",
+    "echo_credentials",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = (
     "rate_limit",
@@ -30,12 +31,14 @@ FAULT_KINDS: tuple[FaultKind, ...] = (
     "deep_json",
     "endless_cursor",
     "mangle",
+    "echo_credentials",
 )
 """The hostile ones: ``trickle`` answers one byte every ``delay`` seconds; ``gzip_bomb``
 sends ``size`` bytes of gzip-compressed JSON-ish padding; ``deep_json`` nests ``size``
 arrays; ``endless_cursor`` answers a full page of new tasks and a new cursor, every time;
 ``mangle`` edits the real answer: ``records`` replace (or, with ``append``, join) the
-page's tasks / jobs and ``patch`` overrides top-level keys."""
+page's tasks / jobs and ``patch`` overrides top-level keys; ``echo_credentials`` answers 401
+repeating the credentials it was sent."""
 
 
 @dataclass(slots=True)

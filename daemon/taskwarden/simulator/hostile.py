@@ -5,6 +5,8 @@ end, and real answers with records edited into something unusable."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import functools
 import json
 import uuid
@@ -111,6 +113,23 @@ async def mangle(
     return web.Response(status=real.status, text=json.dumps(body), content_type="application/json")
 
 
+async def echo_credentials(
+    _sim: Simulator, request: web.Request, _handler: Handler, _fault: Fault
+) -> web.StreamResponse:
+    """A 401 that repeats the credentials it was sent, decoded and as sent."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    key = value
+    if scheme.lower() == "basic":
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            key = base64.b64decode(value).decode().partition(":")[0]
+    message = f"The API key {key} is invalid (you sent Authorization: {header})"
+    return web.json_response(
+        {"type": "unauthorized", "errors": [{"code": "unauthorized", "message": message}]},
+        status=401,
+    )
+
+
 HOSTILE: dict[
     str, Callable[[Simulator, web.Request, Handler, Fault], Awaitable[web.StreamResponse]]
 ] = {
@@ -119,4 +138,5 @@ HOSTILE: dict[
     "deep_json": deep_json,
     "endless_cursor": endless_cursor,
     "mangle": mangle,
+    "echo_credentials": echo_credentials,
 }

@@ -151,7 +151,7 @@ class SqliteStateStore:
         self.path = path
         self._lock = lock
         self.read_only = read_only
-        self._redact = redactor or Redactor()
+        self._redact = redactor if redactor is not None else Redactor()
         """Every error text and payload written passes through it: no secret is stored."""
 
     # --- transactions -------------------------------------------------------------------
