@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -23,7 +24,6 @@ from .helpers import TASKWARDEN, free_port, subprocess_env
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
     from taskwarden.simulator import Simulator
     from taskwarden.simulator.slack import SlackServer
@@ -263,8 +263,6 @@ def test_check_cli_reports_every_error_with_lines(tmp_path: Path) -> None:
 
 
 def test_check_cli_passes_the_example(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pathlib import Path
-
     for key, value in {
         "SOURCES__DR_PROD__API_KEY": "k",
         "SOURCES__EP_STORE__CLIENT_SECRET": "s",
@@ -289,3 +287,43 @@ def test_check_warns_when_no_rule_would_alert(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "warn no team rules: only source-health alerts will be sent" in result.output
+
+
+def open_descriptors(pid: int) -> int:
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+
+
+@pytest.mark.slow
+async def test_idle_connections_cannot_exhaust_the_daemon(
+    tmp_path: Path, sim: Simulator, slack: SlackServer
+) -> None:
+    """1,100 idle connections to the health port (exposed in the image) exhausted file
+    descriptors and stopped Slack delivery. Now the oldest is closed when there are too
+    many: the daemon's descriptors stay bounded, probes get in, delivery goes on."""
+    sim.unfreeze_clock()
+    health = free_port()
+    config = write_config(
+        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *TASKWARDEN, "--log-format=json", "run", "-c", str(config),
+        env=env(slack), stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        await until(lambda: status(f"http://127.0.0.1:{health}/healthz"), within=20)
+        for _ in range(1_100):
+            _, writer = await asyncio.open_connection("127.0.0.1", health)
+            idle.append(writer)
+        await asyncio.sleep(0)  # let the daemon accept them (it closes the oldest)
+        descriptors = open_descriptors(proc.pid)
+        assert descriptors < 150, descriptors
+        assert await status(f"http://127.0.0.1:{health}/healthz") == 200
+        sim.add_task(status="FAILED", request_type="DEPLOY_PRODUCT")
+        await slack.wait_for(1, within=20)
+        assert open_descriptors(proc.pid) < 150
+    finally:
+        for writer in idle:
+            writer.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0

@@ -4,7 +4,8 @@ The daemon's health port may be exposed (the image binds ``0.0.0.0:9464``): idle
 trickling connections must not be able to exhaust file descriptors and starve the
 daemon's own work (Slack delivery shares the process). So:
 
-* at most ``max_connections`` connections at a time; one more is closed at once;
+* at most ``max_connections`` connections at a time: one more closes the oldest, so
+  idle connections cannot keep a probe out;
 * each connection lives at most ``connection_lifetime`` seconds, however slowly it sends
   its headers (aiohttp has no header timeout) — a probe or a scrape takes milliseconds;
 * idle keep-alive connections are closed after ``keepalive`` seconds;
@@ -40,16 +41,22 @@ UNBOUNDED = ConnectionLimits(max_connections=100_000, connection_lifetime=3600.0
 class _Bounded(asyncio.Protocol):
     """Delegates to aiohttp's protocol, cutting the connection at the end of its lifetime."""
 
-    def __init__(self, inner: Any, lifetime: float, closed: Callable[[], None]) -> None:
+    def __init__(self, inner: Any, lifetime: float, closed: Callable[[_Bounded], None]) -> None:
         self._inner = inner
         self._lifetime = lifetime
         self._closed = closed
         self._timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._lifetime, transport.abort)  # type: ignore[attr-defined]
         self._inner.connection_made(transport)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)
@@ -70,12 +77,7 @@ class _Bounded(asyncio.Protocol):
         try:
             self._inner.connection_lost(exc)
         finally:
-            self._closed()
-
-
-class _Refused(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort()  # type: ignore[attr-defined]
+            self._closed(self)
 
 
 @asynccontextmanager
@@ -93,18 +95,17 @@ async def serve_app(
     await runner.setup()
     server = runner.server
     assert server is not None
-    open_connections = 0
-
-    def closed() -> None:
-        nonlocal open_connections
-        open_connections -= 1
+    live: dict[_Bounded, None] = {}
+    """Open connections, oldest first."""
 
     def factory() -> asyncio.Protocol:
-        nonlocal open_connections
-        if open_connections >= limits.max_connections:
-            return _Refused()
-        open_connections += 1
-        return _Bounded(server(), limits.connection_lifetime, closed)
+        while len(live) >= limits.max_connections:
+            oldest = next(iter(live))
+            del live[oldest]
+            oldest.abort()
+        protocol = _Bounded(server(), limits.connection_lifetime, lambda p: live.pop(p, None))
+        live[protocol] = None
+        return protocol
 
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(factory, host, port, backlog=128)
