@@ -41,6 +41,7 @@ def write_config(
         "health_bind": f"127.0.0.1:{free_port()}",
         "deliver_interval": "0.2s",
         "shutdown_grace": "10s",
+        "readiness_factor": 2,
         **daemon,
     }
     config = tmp_path / "taskwarden.yaml"
@@ -233,3 +234,40 @@ async def test_shutdown_grace_is_a_hard_bound(
         daemon.request_stop()
         assert await asyncio.wait_for(task, timeout=30) == 0
         assert time.monotonic() - started < 2.5
+
+
+async def test_the_heartbeat_pings_while_healthy_and_stops_when_polling_fails(
+    tmp_path: Path,
+    sim: Simulator,
+    slack: SlackServer,
+    secrets: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead man's switch: an outside service (here a loopback one) hears from
+    taskwarden while every source polls fine, and stops hearing when one does not."""
+    from aiohttp import web
+
+    from taskwarden.httpserver import serve_app
+
+    pings: list[float] = []
+
+    async def ping(_request: web.Request) -> web.Response:
+        pings.append(time.monotonic())
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get("/ping/{uuid}", ping)
+    async with serve_app(app, host="127.0.0.1", port=0) as base:
+        monkeypatch.setenv("TASKWARDEN_HEARTBEAT__URL", f"{base}/ping/6f1c2e5a-check")
+        sim.unfreeze_clock()
+        config = write_config(tmp_path, sim, slack, state=tmp_path / "state.db")
+        config.write_text(config.read_text() + "heartbeat: {interval: 0.3s}\n")
+        async with running(config) as (daemon, _):
+            await until(lambda: len(pings) >= 3)
+            sim.inject(Fault("server_error", remaining=100_000, status=503))
+            await until(lambda: daemon.readiness()["dr"] != "ok", within=20)
+            stopped_at = len(pings)
+            await asyncio.sleep(1.0)  # three heartbeat intervals: no ping may come
+            assert len(pings) - stopped_at <= 1  # one may have been on its way
+            sim.faults.clear()
+            await until(lambda: len(pings) >= stopped_at + 3, within=20)

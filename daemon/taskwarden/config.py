@@ -319,6 +319,29 @@ class DaemonSettings(_Section):
     """On SIGTERM: finish the current cycle and flush the outbox within this time."""
 
 
+class HeartbeatSettings(_Section):
+    """A dead man's switch: pinged while every source polls fine, so that an outside
+    service (healthchecks.io, Dead Man's Snitch, Cronitor) pages when taskwarden goes quiet
+    — crashed, hung, its host gone — which nothing inside the process can report."""
+
+    url: SecretStr
+    """The ping URL (a secret: it identifies your check). From the environment or a
+    credential file: TASKWARDEN_HEARTBEAT__URL / heartbeat__url."""
+    interval: Duration = timedelta(minutes=1)
+    method: Literal["GET", "POST"] = "GET"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: SecretStr) -> SecretStr:
+        if not _https_or_loopback(value.get_secret_value()):
+            raise ValueError(
+                "must be an https:// URL (plain http:// only to this host); the value is a "
+                "secret and is not shown"
+            )
+        return value
+
+
 class NotificationSettings(_Section):
     fallback_receiver: str | list[str] | None = None
     """Told when a notification is given up (bypassing the routing tree): one receiver,
@@ -354,6 +377,7 @@ class Settings(BaseSettings):
     route: RouteSettings | None = None
     silences: list[SilenceSettings] = Field(default_factory=list)
     health: HealthConfig = HealthConfig()
+    heartbeat: HeartbeatSettings | None = None
     notifications: NotificationSettings = NotificationSettings()
     daemon: DaemonSettings = DaemonSettings()
 

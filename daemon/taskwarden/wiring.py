@@ -60,6 +60,8 @@ def settings_secrets(settings: Settings) -> list[str]:
             found += [receiver.slack.token, receiver.slack.webhook_url]
         if receiver.email is not None:
             found.append(receiver.email.smtp.password)
+    if settings.heartbeat is not None:
+        found.append(settings.heartbeat.url)
     return [secret.get_secret_value() for secret in found if secret is not None]
 
 

@@ -30,6 +30,7 @@ from taskwarden.errors import StateError
 from taskwarden.logs import Redactor
 from taskwarden.runtime import Runtime
 from taskwarden.service import systemd
+from taskwarden.service.heartbeat import heartbeat
 from taskwarden.service.jobs import deliver, poll_source
 from taskwarden.service.probes import serve_probes
 from taskwarden.timeutil import utc_now
@@ -140,6 +141,20 @@ class Daemon:
                 next_run_time=now,
                 replace_existing=True,
             )
+        if settings.heartbeat is not None:
+            self._scheduler.add_job(
+                heartbeat,
+                "interval",
+                seconds=settings.heartbeat.interval.total_seconds(),
+                args=[runtime],
+                id="heartbeat",
+                name="heartbeat",
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+            )
+        elif self._scheduler.get_job("heartbeat") is not None:
+            self._scheduler.remove_job("heartbeat")
         self._scheduler.add_job(
             deliver,
             "interval",

@@ -129,6 +129,12 @@ class Metrics:
             ["condition"],
             registry=self.registry,
         )
+        self.heartbeats = Counter(
+            "taskwarden_heartbeats",
+            "Dead man's switch pings by result (sent, failed, withheld while unhealthy)",
+            ["result"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(daemon))
 
     def count(self, source: str, endpoint: str, outcome: str) -> None:
