@@ -22,6 +22,7 @@ from taskwarden.poller import PollFailed, PollSettings, poll_or_report
 from taskwarden.routing import Route
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from email.message import Message
 
     from taskwarden.notify.base import Notifier
@@ -133,12 +134,18 @@ class Harness:
     route: Route = field(default_factory=tree)
     delivery: DeliverySettings = FAST_DELIVERY
     health: HealthSettings = field(default_factory=HealthSettings)
+    skew: timedelta = timedelta(0)
+    """How far our clock is ahead of the vendor's (the simulator's)."""
     sender: OutboxSender = field(init=False)
 
     def __post_init__(self) -> None:
         self.sender = OutboxSender(
-            self.store, receivers(self.notifiers), self.delivery, clock=self.sim.now
+            self.store, receivers(self.notifiers), self.delivery, clock=self.now
         )
+
+    def now(self) -> datetime:
+        """Our clock: the simulator's, plus the skew."""
+        return self.sim.now() + self.skew
 
     @property
     def alerting(self) -> Alerting:
@@ -146,9 +153,7 @@ class Harness:
 
     async def poll(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | PollFailed:
         self.sim.advance_clock(advance)
-        return await poll_or_report(
-            self.source, self.store, POLL, self.sim.now, alerting=self.alerting
-        )
+        return await poll_or_report(self.source, self.store, POLL, self.now, alerting=self.alerting)
 
     async def cycle(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | PollFailed:
         """Poll, then one delivery round (what the daemon's two jobs do)."""

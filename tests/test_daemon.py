@@ -327,3 +327,47 @@ async def test_idle_connections_cannot_exhaust_the_daemon(
             writer.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
+def counter(metrics: str, line: str) -> float:
+    """The value of one sample in a /metrics text (0 when absent)."""
+    for row in metrics.splitlines():
+        if row.startswith(line + " "):
+            return float(row.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_counters_survive_a_reload(
+    tmp_path: Path, sim: Simulator, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API call counters lived in the sources a reload rebuilds: they fell back to 0."""
+    sim.unfreeze_clock()
+    health = free_port()
+    config = write_config(
+        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
+    )
+    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    daemon = Daemon(config_loader(config), handle_signals=False)
+    running = asyncio.create_task(daemon.run())
+    sample = 'taskwarden_api_calls_total{endpoint="list",source="dr",status="200"}'
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), timeout=20)
+        async with httpx.AsyncClient() as client:
+
+            async def calls() -> float:
+                return counter(
+                    (await client.get(f"http://127.0.0.1:{health}/metrics")).text, sample
+                )
+
+            await until(lambda: calls_at_least(calls, 3))
+            before = await calls()
+            assert await daemon.reload()
+            assert await calls() >= before
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(running, timeout=20) == 0
+
+
+async def calls_at_least(read: Callable[[], Awaitable[float]], floor: float) -> bool:
+    return await read() >= floor

@@ -42,6 +42,6 @@ class Alerting:
                 tuple(destinations(self.route, alert.labels)) if self.route is not None else (),
                 inhibited=alert.key in output.inhibited,
             )
-            for alert in output.fired
+            for alert in (*output.fired, *output.updated)
         )
         return AlertBatch(fired=fired, resolved=output.resolved)

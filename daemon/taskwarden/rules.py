@@ -99,16 +99,20 @@ class RuleInput:
 @dataclass(frozen=True, slots=True)
 class RuleOutput:
     fired: tuple[Alert, ...] = ()
-    """New alerts, and stateful ones whose content changed."""
+    """New alerts: what ``taskwarden_alerts_total{change="fired"}`` counts."""
     resolved: tuple[Alert, ...] = ()
     inhibited: frozenset[str] = frozenset()
     """Keys of fired alerts to record without sending."""
+    updated: tuple[Alert, ...] = ()
+    """Alerts already firing whose content changed (a burst's counts): stored, what a
+    repeat shows, never counted or told as new."""
 
     def __add__(self, other: RuleOutput) -> RuleOutput:
         return RuleOutput(
             self.fired + other.fired,
             self.resolved + other.resolved,
             self.inhibited | other.inhibited,
+            self.updated + other.updated,
         )
 
 
@@ -377,4 +381,6 @@ def _burst(team: Team, rule: BurstRule, given: RuleInput, so_far: RuleOutput) ->
             and a.label("team") == team.name
             and any(f.task_id in covered for f in a.tasks)
         )
+    if active is not None:
+        return RuleOutput(updated=(alert,), inhibited=inhibited)
     return RuleOutput(fired=(alert,), inhibited=inhibited)

@@ -2,9 +2,9 @@
 
 * ``POST /oauth/access_token`` (client credentials) issues tokens that expire after
   ``token_lifetime`` seconds of the simulator's clock; `revoke_tokens` invalidates them all.
-* ``GET /pcm/jobs`` lists newest first with ``page[limit]`` (1..100, default 25) and
-  ``page[offset]``, ``links.next`` and ``meta.results.total``; ``GET /pcm/jobs/{id}`` and
-  ``GET /pcm/jobs/{id}/errors``.
+* ``GET /pcm/jobs`` lists newest first (or oldest first, or unsorted: ``order``) with
+  ``page[limit]`` (1..100, default 25) and ``page[offset]``, ``links.next`` and
+  ``meta.results.total``; ``GET /pcm/jobs/{id}`` and ``GET /pcm/jobs/{id}/errors``.
 * Timestamps are written as the real service does, inconsistently: with and without ``Z``,
   with two or three fractional digits.
 * Errors use the documented ``{"errors": [{"status", "title", "detail"}]}`` shape.
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
+import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
@@ -102,6 +103,8 @@ class ElasticPathJobs:
         self.tokens: dict[str, int] = {}
         """Issued token → expiry (epoch ms, simulator clock)."""
         self.tokens_issued = 0
+        self.order: Literal["newest_first", "oldest_first", "unsorted"] = "newest_first"
+        """The listing's order: the docs state none, and their example is unsorted."""
 
     # --- control ------------------------------------------------------------------------
 
@@ -159,6 +162,10 @@ class ElasticPathJobs:
                 self.jobs.values(), key=lambda j: (j.created_ms, j.job_id), reverse=True
             )
             self._dirty = False
+        if self.order == "oldest_first":
+            return self._newest_first[::-1]
+        if self.order == "unsorted":  # a stable shuffle: the same listing every time
+            return sorted(self._newest_first, key=lambda j: zlib.crc32(j.job_id.encode()))
         return self._newest_first
 
     # --- HTTP ---------------------------------------------------------------------------

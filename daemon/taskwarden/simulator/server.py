@@ -69,6 +69,9 @@ class Simulator:
         self._frozen_ms: int | None = None
         self.base_url = ""
         self.extensions: list[Callable[[Simulator, web.Application], None]] = []
+        self.advance_per_request: timedelta | None = None
+        """With a frozen clock: how much time each vendor request costs (retries cost time
+        even in a test)."""
 
     # --- time -------------------------------------------------------------------------
 
@@ -197,6 +200,8 @@ class Simulator:
             return await handler(request)
         route = route.removesuffix("_slash")
         self.requests[route] += 1
+        if self.advance_per_request is not None and self._frozen_ms is not None:
+            self.advance_clock(self.advance_per_request)
         self.request_log.append((route, dict(request.query), dict(request.headers)))
         fault = self.faults.take(route)
         if fault is None:
