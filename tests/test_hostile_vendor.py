@@ -248,3 +248,16 @@ async def test_endless_cursors_stop_at_the_page_budget(
     assert "sources.dr.max_pages_per_cycle" in failed.message
     assert sim.requests["dr.list"] == 20
     assert store.source_view("dr").checkpoint is None  # nothing of it was committed
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_compressed_answers_are_read(
+    sim: Simulator, dr_client: DigitalRiverClient, coding: str
+) -> None:
+    """The body is inflated by taskwarden itself, in bounded steps: honest compressed
+    answers read as ever."""
+    sim.compression = coding
+    sim.generate(120, begin=sim.now() - timedelta(days=1), end=sim.now())
+    pages = [p async for p in dr_client.iter_pages(TaskQuery())]
+    assert sum(len(p.tasks) for p in pages) == 120
+    assert sim.request_log[-1][2].get("Accept-Encoding", "").startswith("gzip")

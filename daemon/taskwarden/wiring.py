@@ -338,7 +338,13 @@ async def open_http(stack: AsyncExitStack) -> httpx.AsyncClient:
     """The one HTTP client every source shares (its connection pool); each request carries
     its own source's timeout."""
     return await stack.enter_async_context(
-        httpx.AsyncClient(headers={"User-Agent": "taskwarden", "Accept": "application/json"})
+        httpx.AsyncClient(
+            headers={
+                "User-Agent": "taskwarden",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",  # what the bounded decoder undoes
+            }
+        )
     )
 
 

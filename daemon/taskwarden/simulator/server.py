@@ -69,6 +69,8 @@ class Simulator:
         self._frozen_ms: int | None = None
         self.base_url = ""
         self.extensions: list[Callable[[Simulator, web.Application], None]] = []
+        self.compression: str | None = None
+        """``gzip`` or ``deflate``: every answer compressed, as many real servers do."""
         self.advance_per_request: timedelta | None = None
         """With a frozen clock: how much time each vendor request costs (retries cost time
         even in a test)."""
@@ -189,6 +191,8 @@ class Simulator:
         response = await handler(request)
         if not response.prepared:
             response.headers["Date"] = email.utils.format_datetime(self.now(), usegmt=True)
+            if self.compression is not None and isinstance(response, web.Response):
+                response.enable_compression(web.ContentCoding(self.compression))
         return response
 
     @web.middleware

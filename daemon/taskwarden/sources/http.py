@@ -22,6 +22,7 @@ import math
 import random
 import re
 import time
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -216,6 +217,47 @@ def _bounded(value: Any, *, max_depth: int, clean: bool, what: str, source: str)
     return value
 
 
+class _Decoder:
+    """Content-Encoding (identity, gzip, deflate) undone in bounded steps."""
+
+    def __init__(self, encoding: str, vendor: str, what: str) -> None:
+        name = encoding.strip().lower()
+        self._what = f"{vendor} answered {what}"
+        if name in ("", "identity"):
+            self._zlib: Any = None
+        elif name in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif name == "deflate":
+            self._zlib = zlib.decompressobj()
+        else:
+            raise MalformedResponseError(f"{self._what} with Content-Encoding {encoding!r}")
+        self._raw_deflate = name == "deflate"
+
+    def feed(self, data: bytes, budget: int) -> Iterator[bytes]:
+        """The decompressed pieces of ``data``, none longer than ``budget``."""
+        if self._zlib is None:
+            yield data
+            return
+        while data:
+            try:
+                piece = self._zlib.decompress(data, max(budget, 1))
+            except zlib.error as exc:
+                if not self._raw_deflate:
+                    raise MalformedResponseError(
+                        f"{self._what} with a broken body: {exc}"
+                    ) from None
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate without zlib header
+                self._raw_deflate = False
+                continue
+            self._raw_deflate = False
+            yield piece
+            budget -= len(piece)
+            data = self._zlib.unconsumed_tail
+
+    def flush(self) -> bytes:
+        return b"" if self._zlib is None else bytes(self._zlib.flush())
+
+
 class BearerAuth(httpx.Auth):
     """``Authorization: Bearer …`` whose repr never shows the token."""
 
@@ -404,22 +446,28 @@ class ApiTransport:
     async def _read(
         self, response: httpx.Response, cap: int, what: str, *, truncate: bool
     ) -> bytes:
-        """The decompressed body, refused (or, for an error answer, cut) past ``cap``."""
+        """The decompressed body, refused (or, for an error answer, cut) past ``cap``.
+
+        Decompressed here, never more than the remaining budget per step: one 64 KiB gzip
+        chunk can inflate to 64 MiB in a decoder that is not bounded (httpx's is not)."""
+        decoder = _Decoder(response.headers.get("Content-Encoding", ""), self._vendor, what)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                if truncate:
-                    chunks.append(chunk[: cap - (size - len(chunk))])
-                    break
-                raise MalformedResponseError(
-                    f"{self._vendor} answered {what} with more than {cap:,} bytes "
-                    "(decompressed); refused",
-                    source=self._source,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        async for raw in response.aiter_raw():
+            for piece in decoder.feed(raw, cap - size + 1):
+                size += len(piece)
+                if size > cap:
+                    if truncate:
+                        chunks.append(piece[: cap - (size - len(piece))])
+                        return b"".join(chunks)
+                    raise MalformedResponseError(
+                        f"{self._vendor} answered {what} with more than {cap:,} bytes "
+                        "(decompressed); refused",
+                        source=self._source,
+                    )
+                chunks.append(piece)
+        chunks.append(decoder.flush())
+        return b"".join(chunks)[: cap if truncate else None]
 
     def _error_for(
         self, status: int, headers: httpx.Headers, body: bytes, reason: str, what: str
