@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint lint-deploy typecheck pytest bench-smoke demo bench clean
+.PHONY: test lint lint-deploy typecheck pytest bench-smoke chaos-smoke demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: lint lint-deploy typecheck pytest bench-smoke
+test: lint lint-deploy typecheck pytest bench-smoke chaos-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench
@@ -33,7 +33,11 @@ pytest: $(STAMP)
 # The benchmarks are not timed tests; this only proves they still run (smallest sizes).
 bench-smoke: $(STAMP)
 	$(BIN)/python bench/poll_cycle.py --sizes 1000
-	$(BIN)/python bench/compare.py --sizes 1000 --transitions 20 --storm 200
+	$(BIN)/python bench/compare.py --sizes 1000 --transitions 20 --storm 200 --default-latency-groups 0
+
+# Hostile input and kill soak: the quick subset here, the full table with `make chaos`.
+chaos-smoke: $(STAMP)
+	$(BIN)/python bench/chaos.py --smoke
 
 demo: $(STAMP)
 	$(BIN)/taskwarden demo
@@ -41,6 +45,11 @@ demo: $(STAMP)
 # taskwarden against the naive cron poller: 1k / 10k / 100k tasks, latency, storm (~10 min).
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py
+
+# Every attack (hostile vendor answers, Slack outage, disk full, corruption, 1,100 idle
+# connections, API down, 30 SIGKILLs under churn): one table, attack → held / broke.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import random
 import resource
 import signal
 import sqlite3
@@ -153,6 +154,7 @@ def write_config(tmp: Path, sim: Simulator, slack: SlackServer, **over: str) -> 
         "deliver_interval": "2s",
         "min_interval": "1s",
         "lookback": "30d",
+        "jitter": "0",
     }
     settings.update(over)
     config = tmp / "taskwarden.yaml"
@@ -169,7 +171,7 @@ teams: ["teams/*.yaml"]
 receivers:
   slack: {{slack: {{channel: alerts, base_url: {slack.api_url}, min_interval: {settings["min_interval"]}}}}}
 route: {{receiver: slack, group_wait: {settings["group_wait"]}, group_interval: {settings["group_interval"]}}}
-daemon: {{health_bind: "127.0.0.1:0", deliver_interval: {settings["deliver_interval"]}, jitter: 0}}
+daemon: {{health_bind: "127.0.0.1:0", deliver_interval: {settings["deliver_interval"]}, jitter: {settings["jitter"]}}}
 """
     )
     return config
@@ -380,6 +382,64 @@ async def measure_latency(transitions: int) -> dict[str, Any]:
     }
 
 
+async def measure_latency_defaults(groups: int) -> dict[str, Any]:
+    """Detection latency with the shipped defaults: interval 60 s (jitter 10 %), group_wait
+    30 s, group_interval 5 m, Slack min_interval 1 s. One failure in each of ``groups`` new
+    groups (a new incident), then one more in the first group once it was told (what
+    group_interval holds back)."""
+    rng = random.Random(7)
+    sim = Simulator(api_key=KEY)
+    kinds = [f"KIND_{i}" for i in range(groups)]
+    tasks = [sim.add_task(status="PROCESSING", request_type=k) for k in kinds]
+    follow = sim.add_task(status="PROCESSING", request_type=kinds[0])
+    slack = SlackServer(min_interval=1.0)
+    changed: dict[str, float] = {}
+    told: dict[str, float] = {}
+
+    def on_message(message: Any) -> None:
+        for task_id in list(changed):
+            if task_id in message.raw and task_id not in told:
+                told[task_id] = message.at - changed[task_id]
+
+    slack.on_message.append(on_message)
+    progress = asyncio.Event()
+    slack.on_message.append(lambda _message: progress.set())
+
+    async def until_told(check: Any, within: float) -> None:
+        async with asyncio.timeout(within):
+            while not check():
+                progress.clear()
+                await progress.wait()
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        async with running_simulator(sim), running_slack(slack):
+            config = write_config(
+                tmp, sim, slack, interval="60s", group_wait="30s", group_interval="5m",
+                deliver_interval="2s", min_interval="1s", lookback="1h", jitter="0.1",
+            )  # fmt: skip
+            daemon = await DaemonProcess.start(config)
+            try:
+                await daemon.next_cycle()
+                for task in tasks:
+                    await asyncio.sleep(rng.uniform(0, 60))
+                    sim.set_status(task.task_id, "FAILED")
+                    changed[task.task_id] = time.monotonic()
+                await until_told(lambda: tasks[0].task_id in told, 400)
+                sim.set_status(follow.task_id, "FAILED")
+                changed[follow.task_id] = time.monotonic()
+                await until_told(lambda: len(told) == len(changed), 600)
+            finally:
+                await daemon.stop()
+    first = sorted(told[t.task_id] for t in tasks)
+    return {
+        "groups": groups,
+        "first_p50": statistics.median(first),
+        "first_max": first[-1],
+        "follow_up": told[follow.task_id],
+    }
+
+
 # --- 3. storm ---------------------------------------------------------------------------------------
 
 
@@ -425,7 +485,10 @@ async def measure_storm(failures: int) -> dict[str, Any]:
 
 
 def report(
-    sizes: list[dict[str, Any]], latency: dict[str, Any] | None, storm: dict[str, Any] | None
+    sizes: list[dict[str, Any]],
+    latency: dict[str, Any] | None,
+    defaults: dict[str, Any] | None,
+    storm: dict[str, Any] | None,
 ) -> None:
     print(f"taskwarden vs the naive cron poller — {datetime.now(tz=UTC):%Y-%m-%d}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")  # fmt: skip
@@ -477,6 +540,15 @@ def report(
             f"(missing {latency['missing']}): p50 {latency['p50']:.2f} s, p99 {latency['p99']:.2f} s, "
             f"max {latency['max']:.2f} s (target p99 < 2 s)"
         )
+    if defaults:
+        print(
+            f"   with the shipped defaults (interval 60 s, group_wait 30 s, group_interval 5 m, "
+            f"Slack min_interval 1 s): the first failure of a new group is told after p50 "
+            f"{defaults['first_p50']:.0f} s, max {defaults['first_max']:.0f} s "
+            f"({defaults['groups']} groups; the wait for the next poll plus group_wait); one "
+            f"more in a group already told waits for group_interval: "
+            f"{defaults['follow_up']:.0f} s"
+        )
     if storm:
         print()
         print(
@@ -496,11 +568,22 @@ async def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--transitions", type=int, default=200, help="0 skips the latency run")
     parser.add_argument("--storm", type=int, default=10_000, help="0 skips the storm run")
+    parser.add_argument(
+        "--default-latency-groups",
+        type=int,
+        default=4,
+        help="groups for the latency run with the shipped defaults (0 skips; ~8 min)",
+    )
     args = parser.parse_args()
     sizes = [await measure_size(size) for size in args.sizes]
     latency = await measure_latency(args.transitions) if args.transitions else None
+    defaults = (
+        await measure_latency_defaults(args.default_latency_groups)
+        if args.default_latency_groups
+        else None
+    )
     storm = await measure_storm(args.storm) if args.storm else None
-    report(sizes, latency, storm)
+    report(sizes, latency, defaults, storm)
     return 0
 
 

@@ -100,7 +100,7 @@ def test_each_event_kind() -> None:
     ]
     failed = _task("FAILED", finished_time=NOW)
     assert diff({"t1": processing}, [failed], NOW) == [
-        StatusChanged(failed, old="PROCESSING", new="FAILED", old_phase=Phase.OPEN)
+        StatusChanged(failed, old="PROCESSING", new="FAILED", old_phase=Phase.RUNNING)
     ]
     renamed = _task("FAILED", finished_time=NOW, uri="https://x")
     assert diff({"t1": failed}, [renamed], NOW) == [TaskUpdated(renamed)]

@@ -49,7 +49,7 @@ def parse(name: str) -> list[JobPayload]:
 def test_documented_listing_parses_with_every_timestamp_spelling() -> None:
     jobs = [job_from_payload(j, "ep", "https://ep") for j in parse("ep_jobs_list.json")]
     assert [j.status for j in jobs] == ["success", "started", "success"]
-    assert [j.phase for j in jobs] == [Phase.SUCCEEDED, Phase.OPEN, Phase.SUCCEEDED]
+    assert [j.phase for j in jobs] == [Phase.SUCCEEDED, Phase.RUNNING, Phase.SUCCEEDED]
     assert jobs[0].finished_time == datetime(2024, 1, 5, 13, 46, 42, 142000, tzinfo=UTC)
     assert jobs[1].finished_time is None
     assert ("x_request_id", "9ac00140-0037-4c6a-913c-b812196a2de6") in jobs[1].attributes

@@ -10,9 +10,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from taskwarden.health import HealthSettings
-from taskwarden.routing import Route, destinations
+from taskwarden.routing import AlertBatch, Route, RoutedAlert, destinations
 from taskwarden.rules import BurstRule, Team
-from taskwarden.state.protocol import AlertBatch, RoutedAlert
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

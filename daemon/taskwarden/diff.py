@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from taskwarden.model import Phase, Task
-
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from datetime import datetime
+
+    from taskwarden.model import Phase, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +56,17 @@ class TaskGone:
 
 Event = TaskAppeared | StatusChanged | TaskUpdated | StillOpen | TaskGone
 
-_PHASE_PROGRESS = {Phase.OPEN: 0, Phase.UNKNOWN: 1}
 
-
-def _progress(task: Task) -> tuple[int, int, float, str]:
+def _progress(task: Task) -> tuple[int, float, str]:
     """A total order on snapshots of one task: the later one in its life sorts higher.
 
     Pages of one poll can overlap (slice boundaries, the checkpoint overlap) and a task may
-    move between two requests: terminal beats open, PROCESSING beats PUBLISHED, a later
-    finish beats an earlier one. The repr breaks any remaining tie, so the merge does not
-    depend on the order pages arrived in.
+    move between two requests: terminal beats running beats queued (`Phase.progress`), a
+    later finish beats an earlier one. The repr breaks any remaining tie, so the merge does
+    not depend on the order pages arrived in.
     """
-    rank = 2 if task.phase.is_terminal else _PHASE_PROGRESS.get(task.phase, 0)
-    processing = 1 if task.status.upper() == "PROCESSING" else 0
     finished = task.finished_time.timestamp() if task.finished_time else float("-inf")
-    return (rank, processing, finished, repr(task))
+    return (task.phase.progress, finished, repr(task))
 
 
 def merge_observations(observed: Iterable[Task]) -> dict[str, Task]:

@@ -20,6 +20,9 @@ class Phase(StrEnum):
     """Where a task is in its life, whatever the vendor calls the status."""
 
     OPEN = "open"
+    """Received, not started yet (Digital River PUBLISHED, Elastic Path pending)."""
+    RUNNING = "running"
+    """Started, not finished (PROCESSING, started)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -29,6 +32,21 @@ class Phase(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in {Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED}
+
+    @property
+    def progress(self) -> int:
+        """How far along its life: later snapshots of a task never go back."""
+        return _PROGRESS[self]
+
+
+_PROGRESS = {
+    Phase.OPEN: 0,
+    Phase.RUNNING: 1,
+    Phase.UNKNOWN: 2,
+    Phase.SUCCEEDED: 3,
+    Phase.FAILED: 3,
+    Phase.CANCELLED: 3,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +91,22 @@ class TaskDetails:
     errors: tuple[Problem, ...] = ()
     deployment_errors: tuple[Problem, ...] = ()
     deployment_warnings: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTask:
+    """A task that was open at the last poll, as the state remembers it."""
+
+    task_id: str
+    received_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """What a source needs of the remembered state to plan one poll."""
+
+    checkpoint: datetime | None
+    open_tasks: tuple[OpenTask, ...]
 
 
 @dataclass(frozen=True, slots=True)

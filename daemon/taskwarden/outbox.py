@@ -40,8 +40,7 @@ from taskwarden.errors import (
     TransientDeliveryError,
 )
 from taskwarden.health import DELIVERY_RULE, HealthSettings, health_labels
-from taskwarden.routing import fallback_destination
-from taskwarden.state.protocol import AlertBatch, RoutedAlert
+from taskwarden.routing import AlertBatch, RoutedAlert, fallback_destination
 from taskwarden.timeutil import utc_now
 
 if TYPE_CHECKING:

@@ -120,6 +120,24 @@ def _destination(route: _Effective, labels: Labels, path: str) -> Destination:
     return Destination(route.receiver, key, group, route.timing)
 
 
+@dataclass(frozen=True, slots=True)
+class RoutedAlert:
+    alert: Alert
+    destinations: tuple[Destination, ...]
+    inhibited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AlertBatch:
+    """What the rules decided in one evaluation, already routed: what the store writes."""
+
+    fired: tuple[RoutedAlert, ...] = ()
+    resolved: tuple[Alert, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.fired or self.resolved)
+
+
 def fallback_destination(receiver: str, labels: Labels) -> Destination:
     """Straight to one receiver, bypassing the tree (its routes may be what is broken)."""
     return Destination(

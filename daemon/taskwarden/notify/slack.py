@@ -29,9 +29,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
+from taskwarden.httputil import parse_retry_after
 from taskwarden.notify.base import NotifierBase, Receipt
 from taskwarden.notify.render import alert_view, headline, summary_line
-from taskwarden.sources.http import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
-    from taskwarden.model import Observation, TaskDetails
-
-
-@dataclass(frozen=True, slots=True)
-class OpenTask:
-    """A task that was open at the last poll, as the state store remembers it."""
-
-    task_id: str
-    received_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SourceView:
-    """The part of the persisted state a source needs to plan one poll."""
-
-    checkpoint: datetime | None
-    open_tasks: tuple[OpenTask, ...]
+    from taskwarden.model import Observation, SourceView, TaskDetails
 
 
 class Source(Protocol):

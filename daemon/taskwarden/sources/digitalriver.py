@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
     from datetime import datetime
 
-    from taskwarden.sources.base import OpenTask, SourceView
+    from taskwarden.model import OpenTask, SourceView
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +59,7 @@ MAX_LIMIT = 50
 OPEN_STATUSES = ("PUBLISHED", "PROCESSING")
 STATUS_PHASES = {
     "PUBLISHED": Phase.OPEN,
-    "PROCESSING": Phase.OPEN,
+    "PROCESSING": Phase.RUNNING,
     "COMPLETED": Phase.SUCCEEDED,
     "FAILED": Phase.FAILED,
 }

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterable
     from datetime import datetime
 
-    from taskwarden.sources.base import SourceView
+    from taskwarden.model import SourceView
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +67,7 @@ MAX_PAGES = 2_000
 """Pages one cycle may read (configurable per source): bounded requests and memory."""
 STATUS_PHASES = {
     "pending": Phase.OPEN,
-    "started": Phase.OPEN,
+    "started": Phase.RUNNING,
     "success": Phase.SUCCEEDED,
     "failed": Phase.FAILED,
     "cancelled": Phase.CANCELLED,

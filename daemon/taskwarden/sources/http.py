@@ -16,9 +16,7 @@ what one answer may cost:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import math
 import random
 import re
 import time
@@ -27,7 +25,6 @@ from collections import Counter
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
@@ -45,9 +42,11 @@ from taskwarden.errors import (
     SourceError,
     TransientSourceError,
 )
+from taskwarden.httputil import parse_http_date, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator, Mapping
+    from datetime import datetime
 
 _BODY_EXCERPT = 200
 _ERROR_BODY_BYTES = 64 * 1024
@@ -104,38 +103,6 @@ def counting_calls() -> Iterator[Counter[str]]:
         yield calls
     finally:
         _calls_in_scope.reset(token)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    reference = now or datetime.now(tz=UTC)
-    return max(0.0, (when - reference).total_seconds())
-
-
-def parse_http_date(value: str | None) -> datetime | None:
-    """A ``Date`` header as an aware UTC datetime, or None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def with_hint(message: str, hint: str) -> str:

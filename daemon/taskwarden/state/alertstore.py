@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from taskwarden.alerts import Alert, Notification
-    from taskwarden.routing import Destination
-    from taskwarden.state.protocol import AlertBatch
+    from taskwarden.routing import AlertBatch, Destination
 
 
 def _ms(value: timedelta) -> int:

@@ -11,27 +11,8 @@ if TYPE_CHECKING:
 
     from taskwarden.alerts import Alert, Notification
     from taskwarden.diff import Event
-    from taskwarden.model import Task
-    from taskwarden.routing import Destination, Silence
-    from taskwarden.sources.base import SourceView
-
-
-@dataclass(frozen=True, slots=True)
-class RoutedAlert:
-    alert: Alert
-    destinations: tuple[Destination, ...]
-    inhibited: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class AlertBatch:
-    """What the rules decided in one evaluation, already routed."""
-
-    fired: tuple[RoutedAlert, ...] = ()
-    resolved: tuple[Alert, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.fired or self.resolved)
+    from taskwarden.model import SourceView, Task
+    from taskwarden.routing import AlertBatch, Silence
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,7 @@ from taskwarden.errors import (
     StateUnavailableError,
 )
 from taskwarden.logs import Redactor
-from taskwarden.model import Phase, Product, Task
-from taskwarden.sources.base import OpenTask, SourceView
+from taskwarden.model import OpenTask, Phase, Product, SourceView, Task
 from taskwarden.state import alertstore
 from taskwarden.state.decoding import decoding
 from taskwarden.state.lock import StateLock, create_private
@@ -38,12 +37,12 @@ if TYPE_CHECKING:
 
     from taskwarden.alerts import Alert, Notification
     from taskwarden.diff import Event
-    from taskwarden.routing import Silence
-    from taskwarden.state.protocol import AlertBatch, OutboxItem
+    from taskwarden.routing import AlertBatch, Silence
+    from taskwarden.state.protocol import OutboxItem
 
 log = structlog.get_logger(__name__)
 
-_OPEN_PHASES = (Phase.OPEN.value, Phase.UNKNOWN.value)
+_OPEN_PHASES = (Phase.OPEN.value, Phase.RUNNING.value, Phase.UNKNOWN.value)
 _TERMINAL_PHASES = tuple(p.value for p in Phase if p.is_terminal)
 _IN_CHUNK = 500
 """SQLite caps bound parameters per statement; id lists are sent in chunks."""
@@ -244,7 +243,7 @@ class SqliteStateStore:
         INDEXED BY pins the plan. The open set is small, so it is sorted here."""
         rows = self._conn.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_phase "  # noqa: S608 - constant column list
-            "WHERE source = ? AND phase IN (?, ?)",
+            "WHERE source = ? AND phase IN (?, ?, ?)",
             (source, *_OPEN_PHASES),
         ).fetchall()
         return sorted(rows, key=lambda r: (r["received_ms"], r["task_id"]))
