@@ -19,7 +19,18 @@ from taskwarden.errors import ConfigError, ServerError, StateError
 from taskwarden.health import HealthSettings, source_health
 from taskwarden.matchers import Matcher, parse_all
 from taskwarden.model import Phase, Problem, Product, Task, TaskDetails
-from taskwarden.routing import GroupState, Member, Route, Silence, Timing, destinations, plan_flush
+from taskwarden.routing import (
+    NO_SILENCES,
+    GroupState,
+    Member,
+    Route,
+    Silence,
+    Silences,
+    Timing,
+    compile_routes,
+    destinations,
+    plan_flush,
+)
 from taskwarden.rules import BurstRule, FailedRule, RuleInput, StuckRule, Team, evaluate
 from taskwarden.teams import load_team_file
 
@@ -253,7 +264,10 @@ class TestRouting:
 
     def test_first_match_continue_and_default(self) -> None:
         def receivers(**labels: str) -> list[str]:
-            return [d.receiver for d in destinations(self.TREE, tuple(sorted(labels.items())))]
+            return [
+                d.receiver
+                for d in destinations(compile_routes(self.TREE), tuple(sorted(labels.items())))
+            ]
 
         assert receivers(team="ops") == ["ops"]
         assert receivers(team="catalog", severity="warning") == ["catalog-slack"]
@@ -261,8 +275,8 @@ class TestRouting:
         assert receivers(team="pricing") == ["default"]
 
     def test_group_key_uses_group_by_labels_only(self) -> None:
-        a = destinations(self.TREE, (("kind", "A"), ("team", "pricing")))[0]
-        b = destinations(self.TREE, (("kind", "B"), ("team", "pricing")))[0]
+        a = destinations(compile_routes(self.TREE), (("kind", "A"), ("team", "pricing")))[0]
+        b = destinations(compile_routes(self.TREE), (("kind", "B"), ("team", "pricing")))[0]
         assert a.group_key == b.group_key
         assert a.group_labels == (("team", "pricing"),)
 
@@ -281,7 +295,7 @@ class TestFlushPlan:
         assert not self.GROUP.is_due(T0 + timedelta(seconds=29))
         assert self.GROUP.is_due(T0 + timedelta(seconds=30))
         members = [Member(alert(f"a{i}", kind="DEPLOY")) for i in range(25)]
-        plan = plan_flush(self.GROUP, members, [], T0 + timedelta(seconds=30))
+        plan = plan_flush(self.GROUP, members, NO_SILENCES, T0 + timedelta(seconds=30))
         assert plan.notification is not None
         assert plan.notification.firing_total == 25
         assert len(plan.notification.firing) == 10
@@ -300,11 +314,13 @@ class TestFlushPlan:
             one_shot=False,
         )
         members = [Member(alert("a1", kind="DEPLOY")), Member(stateful)]
-        plan = plan_flush(self.GROUP, members, [silence], T0 + timedelta(minutes=1))
+        plan = plan_flush(self.GROUP, members, Silences([silence]), T0 + timedelta(minutes=1))
         assert plan.notification is None
         assert plan.removed == {"a1": "silenced"}
         assert plan.notified == {"st": ""}
-        after = plan_flush(self.GROUP, [Member(stateful)], [silence], T0 + timedelta(hours=2))
+        after = plan_flush(
+            self.GROUP, [Member(stateful)], Silences([silence]), T0 + timedelta(hours=2)
+        )
         assert after.notification is not None
         assert after.notification.firing[0].key == "st"
 
@@ -326,14 +342,16 @@ class TestFlushPlan:
                 "messages": 1,
             }
         )
-        quiet = plan_flush(sent, [Member(stateful, "firing")], [], T0 + timedelta(hours=1))
+        quiet = plan_flush(sent, [Member(stateful, "firing")], NO_SILENCES, T0 + timedelta(hours=1))
         assert quiet.notification is None
-        repeat = plan_flush(sent, [Member(stateful, "firing")], [], T0 + timedelta(hours=4))
+        repeat = plan_flush(
+            sent, [Member(stateful, "firing")], NO_SILENCES, T0 + timedelta(hours=4)
+        )
         assert repeat.notification is not None
         assert repeat.notification.repeat
         assert repeat.notification.follow_up
         done = stateful.resolved(T0, "finished")
-        resolved = plan_flush(sent, [Member(done, "firing")], [], T0 + timedelta(hours=1))
+        resolved = plan_flush(sent, [Member(done, "firing")], NO_SILENCES, T0 + timedelta(hours=1))
         assert resolved.notification is not None
         assert resolved.notification.only_resolved
         assert resolved.removed == {"st": "resolved"}
@@ -341,7 +359,7 @@ class TestFlushPlan:
 
 def test_notification_round_trips_and_refuses_newer_payloads() -> None:
     members = [Member(alert("a1", kind="DEPLOY"))]
-    plan = plan_flush(TestFlushPlan.GROUP, members, [], T0 + timedelta(minutes=1))
+    plan = plan_flush(TestFlushPlan.GROUP, members, NO_SILENCES, T0 + timedelta(minutes=1))
     assert plan.notification is not None
     text = encode_notification(plan.notification)
     assert decode_notification(text) == plan.notification

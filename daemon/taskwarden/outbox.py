@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     from taskwarden.alerts import Notification
     from taskwarden.notify.base import Notifier, Receipt
-    from taskwarden.state.protocol import OutboxItem, StateStore
+    from taskwarden.state.protocol import DeliveryStore, OutboxItem
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,7 @@ def backoff(attempts: int, settings: DeliverySettings, retry_after: float | None
 class OutboxSender:
     def __init__(
         self,
-        store: StateStore,
+        store: DeliveryStore,
         receivers: Mapping[str, Receiver],
         settings: DeliverySettings | None = None,
         *,

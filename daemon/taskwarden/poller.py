@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from taskwarden.diff import Event
     from taskwarden.model import Task, TaskDetails
     from taskwarden.sources.base import Source
-    from taskwarden.state.protocol import StateStore
+    from taskwarden.state.protocol import PollStore
 
 log = structlog.get_logger(__name__)
 _cycle_ids = itertools.count(1)
@@ -89,7 +89,7 @@ class PollFailed:
 
 async def poll_once(
     source: Source,
-    store: StateStore,
+    store: PollStore,
     settings: PollSettings,
     now: datetime,
     *,
@@ -105,7 +105,7 @@ async def poll_once(
 
 async def _poll_once(
     source: Source,
-    store: StateStore,
+    store: PollStore,
     settings: PollSettings,
     now: datetime,
     *,
@@ -232,7 +232,7 @@ def describe_failure(exc: BaseException, deadline: timedelta) -> str:
 
 async def poll_or_report(
     source: Source,
-    store: StateStore,
+    store: PollStore,
     settings: PollSettings,
     clock: Callable[[], datetime],
     *,

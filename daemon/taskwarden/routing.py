@@ -10,16 +10,17 @@
 * A silence (label matchers with an end) suppresses notifications; the alert is still
   recorded, and a stateful alert still firing when the silence ends is then told.
 
-All pure: the store calls `plan_flush` inside its transaction.
+All pure. The tree is compiled once (`compile_routes`); silences reach the flush as a
+`Muter`; the store calls `plan_flush` inside its transaction.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from taskwarden.alerts import Alert, AlertState, Labels, Notification
 from taskwarden.matchers import Matcher, match_all, single_valued
@@ -27,6 +28,8 @@ from taskwarden.matchers import Matcher, match_all, single_valued
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,64 +63,88 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
-class _Effective:
+class RouteNode:
+    """A route with everything it inherits resolved: compiled once, at load (Alertmanager's
+    ``newRoute(cr, parent)``), so that routing an alert is only matching."""
+
     receiver: str
+    matchers: tuple[Matcher, ...]
     group_by: tuple[str, ...]
     timing: Timing
+    continue_matching: bool
+    path: str
+    """Position in the tree (``0.2.1``): part of the group key, so two routes to one
+    receiver never share a group."""
+    children: tuple[RouteNode, ...] = ()
 
 
-def _inherit(parent: _Effective, route: Route) -> _Effective:
+def compile_routes(route: Route, parent: RouteNode | None = None, path: str = "0") -> RouteNode:
+    """The tree with inheritance applied: receiver, group_by and timings come from the
+    nearest ancestor that sets them."""
+    if parent is None:
+        if route.receiver is None:
+            raise ValueError("the root route needs a receiver")
+        parent = RouteNode(
+            receiver=route.receiver,
+            matchers=(),
+            group_by=(),
+            timing=Timing(),
+            continue_matching=False,
+            path="",
+        )
     t = parent.timing
-    return _Effective(
+    node = RouteNode(
         receiver=route.receiver or parent.receiver,
+        matchers=route.matchers,
         group_by=route.group_by if route.group_by is not None else parent.group_by,
         timing=Timing(
-            group_wait=route.group_wait if route.group_wait is not None else t.group_wait,
-            group_interval=(
-                route.group_interval if route.group_interval is not None else t.group_interval
-            ),
-            repeat_interval=(
-                route.repeat_interval if route.repeat_interval is not None else t.repeat_interval
-            ),
-            send_resolved=(
-                route.send_resolved if route.send_resolved is not None else t.send_resolved
-            ),
+            group_wait=_given(route.group_wait, t.group_wait),
+            group_interval=_given(route.group_interval, t.group_interval),
+            repeat_interval=_given(route.repeat_interval, t.repeat_interval),
+            send_resolved=_given(route.send_resolved, t.send_resolved),
         ),
+        continue_matching=route.continue_matching,
+        path=path,
     )
+    children = tuple(
+        compile_routes(child, node, f"{path}.{index}") for index, child in enumerate(route.routes)
+    )
+    return replace(node, children=children)
 
 
-def destinations(root: Route, labels: Labels) -> list[Destination]:
+def _given(value: T | None, inherited: T) -> T:
+    return value if value is not None else inherited
+
+
+def destinations(tree: RouteNode, labels: Labels) -> list[Destination]:
     """Where an alert with ``labels`` goes (one entry per matching leaf route)."""
-    if root.receiver is None:
-        raise ValueError("the root route needs a receiver")
     values = single_valued(labels)
     found: list[Destination] = []
 
-    def walk(route: Route, parent: _Effective, path: str) -> None:
-        here = _inherit(parent, route)
+    def walk(node: RouteNode) -> None:
         matched_child = False
-        for index, child in enumerate(route.routes):
+        for child in node.children:
             if not match_all(child.matchers, values):
                 continue
-            walk(child, here, f"{path}.{index}")
+            walk(child)
             matched_child = True
             if not child.continue_matching:
                 break
         if not matched_child:
-            found.append(_destination(here, labels, path))
+            found.append(_destination(node, labels))
 
-    walk(root, _Effective(root.receiver, (), Timing()), "0")
+    walk(tree)
     return found
 
 
-def _destination(route: _Effective, labels: Labels, path: str) -> Destination:
-    if route.group_by == ("...",):
+def _destination(node: RouteNode, labels: Labels) -> Destination:
+    if node.group_by == ("...",):
         group = labels
     else:
         present = dict(labels)
-        group = tuple((name, present.get(name, "")) for name in route.group_by)
-    key = f"{route.receiver}|{path}|{json.dumps(group, separators=(',', ':'))}"
-    return Destination(route.receiver, key, group, route.timing)
+        group = tuple((name, present.get(name, "")) for name in node.group_by)
+    key = f"{node.receiver}|{node.path}|{json.dumps(group, separators=(',', ':'))}"
+    return Destination(node.receiver, key, group, node.timing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +193,26 @@ class Silence:
 
     def silences(self, alert: Alert, now: datetime) -> bool:
         return self.is_active(now) and match_all(self.matchers, single_valued(alert.labels))
+
+
+class Muter(Protocol):
+    """Whether an alert is muted now (Alertmanager's ``Muter.Mutes``): the flush asks, the
+    alert stays recorded either way."""
+
+    def mutes(self, alert: Alert, now: datetime) -> bool: ...
+
+
+class Silences:
+    """The silences in force, as one muter."""
+
+    def __init__(self, silences: Sequence[Silence]) -> None:
+        self._silences = tuple(silences)
+
+    def mutes(self, alert: Alert, now: datetime) -> bool:
+        return any(s.silences(alert, now) for s in self._silences)
+
+
+NO_SILENCES = Silences(())
 
 
 # --- group flushing ----------------------------------------------------------------------------
@@ -220,67 +267,81 @@ MAX_SHOWN = 10
 """Alerts shown in full per message; the rest are counted (storm control)."""
 
 
+@dataclass(slots=True)
+class _Sorted:
+    """A group's members sorted by what this flush does with them."""
+
+    new: list[Alert] = field(default_factory=list)
+    still: list[Alert] = field(default_factory=list)
+    resolved: list[Alert] = field(default_factory=list)
+    notified: dict[str, Notified] = field(default_factory=dict)
+    removed: dict[str, Outcome] = field(default_factory=dict)
+
+    def take(self, member: Member, muted: bool, timing: Timing) -> None:
+        alert = member.alert
+        if alert.state is AlertState.RESOLVED:
+            told = member.notified == "firing" and timing.send_resolved and not muted
+            if told:
+                self.resolved.append(alert)
+            self.removed[alert.key] = "resolved" if told else "dropped"
+        elif member.inhibited or muted:
+            if alert.one_shot:
+                self.removed[alert.key] = "inhibited" if member.inhibited else "silenced"
+            else:
+                self.notified[alert.key] = member.notified  # told when the mute ends
+        else:
+            (self.new if member.notified == "" else self.still).append(alert)
+            if alert.one_shot:
+                self.removed[alert.key] = "notified"
+            else:
+                self.notified[alert.key] = "firing"
+
+    def worth_telling(self, group: GroupState, now: datetime) -> bool:
+        repeat_due = (
+            bool(self.still)
+            and group.last_sent is not None
+            and now >= group.last_sent + group.timing.repeat_interval
+        )
+        return bool(self.new or self.resolved or repeat_due)
+
+
 def plan_flush(
     group: GroupState,
     members: Sequence[Member],
-    silences: Sequence[Silence],
+    muter: Muter,
     now: datetime,
     *,
     max_shown: int = MAX_SHOWN,
 ) -> FlushPlan:
-    new: list[Alert] = []
-    still: list[Alert] = []
-    resolved: list[Alert] = []
-    notified: dict[str, Notified] = {}
-    removed: dict[str, Outcome] = {}
+    """What one flush of a due group does: sort the members (muted, new, still firing,
+    resolved), decide whether there is anything to tell, build the one message."""
+    sorted_ = _Sorted()
     for member in members:
-        alert = member.alert
-        silenced = any(s.silences(alert, now) for s in silences)
-        if alert.state is AlertState.RESOLVED:
-            if member.notified == "firing" and group.timing.send_resolved and not silenced:
-                resolved.append(alert)
-                removed[alert.key] = "resolved"
-            else:
-                removed[alert.key] = "dropped"
-            continue
-        if member.inhibited or silenced:
-            if alert.one_shot:
-                removed[alert.key] = "inhibited" if member.inhibited else "silenced"
-            else:
-                notified[alert.key] = member.notified
-            continue
-        if member.notified == "":
-            new.append(alert)
-        else:
-            still.append(alert)
-        if alert.one_shot:
-            removed[alert.key] = "notified"
-        else:
-            notified[alert.key] = "firing"
-    repeat_due = (
-        bool(still)
-        and group.last_sent is not None
-        and now >= group.last_sent + group.timing.repeat_interval
-    )
-    if not new and not resolved and not repeat_due:
-        return FlushPlan(None, notified, removed)
-    firing = new + still
+        sorted_.take(member, muter.mutes(member.alert, now), group.timing)
+    if not sorted_.worth_telling(group, now):
+        return FlushPlan(None, sorted_.notified, sorted_.removed)
+    return FlushPlan(_message(group, sorted_, now, max_shown), sorted_.notified, sorted_.removed)
+
+
+def _message(group: GroupState, sorted_: _Sorted, now: datetime, max_shown: int) -> Notification:
+    """One message for the group: new and still-firing alerts, then resolved ones, the
+    first ``max_shown`` of each in full and the rest counted (storm control)."""
+    firing = sorted_.new + sorted_.still
     counts = Counter(_kind(a) for a in firing)
-    notification = Notification(
+    return Notification(
         receiver=group.receiver,
         group_key=group.key,
         group_labels=group.labels,
         firing=tuple(firing[:max_shown]),
-        resolved=tuple(resolved[:max_shown]),
+        resolved=tuple(sorted_.resolved[:max_shown]),
         firing_total=sum(a.total for a in firing),
-        resolved_total=sum(a.total for a in resolved),
-        new_total=sum(a.total for a in new),
+        resolved_total=sum(a.total for a in sorted_.resolved),
+        new_total=sum(a.total for a in sorted_.new),
         counts=tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-        repeat=not new and not resolved,
+        repeat=not sorted_.new and not sorted_.resolved,
         created_at=now,
         follow_up=group.messages > 0,
     )
-    return FlushPlan(notification, notified, removed)
 
 
 def _kind(alert: Alert) -> str:

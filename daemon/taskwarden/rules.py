@@ -320,48 +320,81 @@ def _stuck_alert(
     )
 
 
-def _burst(team: Team, rule: BurstRule, given: RuleInput, so_far: RuleOutput) -> RuleOutput:
-    key = f"burst/{team.name}/{rule.name}/{given.source}"
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The failures a burst rule sees: earlier ones still in its window, and this poll's."""
+
+    recent: tuple[Task, ...]
+    new: tuple[Task, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.recent) + len(self.new)
+
+
+def _burst_window(rule: BurstRule, given: RuleInput) -> _Window:
     since = given.now - rule.window
 
     def matching(task: Task) -> bool:
         return match_all(rule.matchers, task_labels(task, given.source_labels))
 
-    recent = [t for at, t in given.recent_failures if at >= since and matching(t)]
-    new = []
-    if not given.baseline:
-        new = [
-            t
-            for e in given.events
-            if (t := ended_in(e, frozenset({Phase.FAILED}))) is not None and matching(t)
-        ]
-    in_window = len(recent) + len(new)
+    recent = tuple(t for at, t in given.recent_failures if at >= since and matching(t))
+    if given.baseline:
+        return _Window(recent, ())
+    failed = frozenset({Phase.FAILED})
+    new = tuple(t for e in given.events if (t := ended_in(e, failed)) is not None and matching(t))
+    return _Window(recent, new)
+
+
+def _burst(team: Team, rule: BurstRule, given: RuleInput, so_far: RuleOutput) -> RuleOutput:
+    """Count the window, then: nothing, a resolution, or the one aggregate alert (new or
+    refreshed) with the individual failures it covers inhibited."""
+    key = f"burst/{team.name}/{rule.name}/{given.source}"
+    window = _burst_window(rule, given)
     active = given.active.get(key)
-    if active is None and in_window < rule.threshold:
+    if window.count < rule.threshold and active is None:
         return RuleOutput()
-    if active is not None and in_window < rule.threshold and not new:
+    if window.count < rule.threshold and active is not None and not window.new:
         note = (
             f"over: {active.total} failures in all; "
             f"fewer than {rule.threshold} in the last {humanize(rule.window)}"
         )
         return RuleOutput(resolved=(active.resolved(given.now, note),))
+    alert = _burst_alert(team, rule, given, window=window, active=active, key=key)
+    inhibited = _covered(team, so_far, window) if rule.inhibit else frozenset()
+    if active is not None:
+        return RuleOutput(updated=(alert,), inhibited=inhibited)
+    return RuleOutput(fired=(alert,), inhibited=inhibited)
+
+
+def _burst_alert(
+    team: Team,
+    rule: BurstRule,
+    given: RuleInput,
+    *,
+    window: _Window,
+    active: Alert | None,
+    key: str,
+) -> Alert:
+    """Counts by request type across the incident, and a few examples, newest first."""
     counted = (
-        Counter(dict(active.counts)) if active is not None else Counter(t.kind for t in recent)
+        Counter(dict(active.counts))
+        if active is not None
+        else Counter(t.kind for t in window.recent)
     )
-    counted.update(t.kind for t in new)
-    examples = tuple(facts(t, given.details.get(t.task_id)) for t in new[:MAX_EXAMPLES])
+    counted.update(t.kind for t in window.new)
+    examples = tuple(facts(t, given.details.get(t.task_id)) for t in window.new[:MAX_EXAMPLES])
     if active is not None and len(examples) < MAX_EXAMPLES:
         examples = (examples + active.tasks)[:MAX_EXAMPLES]
     if not examples:
-        examples = tuple(facts(t) for t in recent[-MAX_EXAMPLES:])
+        examples = tuple(facts(t) for t in window.recent[-MAX_EXAMPLES:])
     total = sum(counted.values())
-    labels = _alert_labels(rule, team, given.source_labels, [("source", given.source)])
-    alert = Alert(
+    return Alert(
         key=key,
         rule=rule.name,
         source=given.source,
         severity=rule.severity,
-        labels=labels,
+        labels=_alert_labels(rule, team, given.source_labels, [("source", given.source)]),
         title=f"Failure burst: {total} failed tasks on {given.source}",
         one_shot=False,
         state=AlertState.FIRING,
@@ -369,18 +402,17 @@ def _burst(team: Team, rule: BurstRule, given: RuleInput, so_far: RuleOutput) ->
         tasks=examples,
         counts=tuple(sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))),
         total=total,
-        note=f"{in_window} in the last {humanize(rule.window)} (threshold {rule.threshold})",
+        note=f"{window.count} in the last {humanize(rule.window)} (threshold {rule.threshold})",
     )
-    inhibited: frozenset[str] = frozenset()
-    if rule.inhibit:
-        covered = {t.task_id for t in new}
-        inhibited = frozenset(
-            a.key
-            for a in so_far.fired
-            if a.one_shot
-            and a.label("team") == team.name
-            and any(f.task_id in covered for f in a.tasks)
-        )
-    if active is not None:
-        return RuleOutput(updated=(alert,), inhibited=inhibited)
-    return RuleOutput(fired=(alert,), inhibited=inhibited)
+
+
+def _covered(team: Team, so_far: RuleOutput, window: _Window) -> frozenset[str]:
+    """The team's individual failure alerts of this poll that the burst speaks for."""
+    covered = {t.task_id for t in window.new}
+    return frozenset(
+        a.key
+        for a in so_far.fired
+        if a.one_shot
+        and a.label("team") == team.name
+        and any(f.task_id in covered for f in a.tasks)
+    )

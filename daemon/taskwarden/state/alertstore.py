@@ -19,7 +19,7 @@ from taskwarden.alerts import (
     encode_notification,
 )
 from taskwarden.matchers import parse_all
-from taskwarden.routing import GroupState, Member, Silence, Timing, plan_flush
+from taskwarden.routing import GroupState, Member, Silence, Silences, Timing, plan_flush
 from taskwarden.state.decoding import decoding
 from taskwarden.state.protocol import OutboxItem
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
@@ -141,7 +141,7 @@ def _group_from(row: sqlite3.Row) -> GroupState:
 def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> list[Notification]:
     """Turn every due group into at most one outbox entry."""
     now_ms = to_epoch_ms(now)
-    active_silences = [s for s in silences(conn) if s.is_active(now)]
+    muter = Silences([s for s in silences(conn) if s.is_active(now)])
     made: list[Notification] = []
     for row in conn.execute("SELECT * FROM groups ORDER BY id").fetchall():
         with decoding("notification group"):
@@ -158,7 +158,7 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
                     (group.group_id,),
                 )
             ]
-        plan = plan_flush(group, members, active_silences, now)
+        plan = plan_flush(group, members, muter, now)
         for key, notified in plan.notified.items():
             conn.execute(
                 "UPDATE members SET notified = ? WHERE group_id = ? AND alert_key = ?",

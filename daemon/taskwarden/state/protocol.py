@@ -1,8 +1,14 @@
-"""The `StateStore` protocol and the records that cross it."""
+"""The state's ports and the records that cross them.
+
+The pipeline uses narrow ports — `TaskStore` (tasks, checkpoints, the cycle's commit),
+`AlertStore` (alerts and groups), `Outbox` (notifications and threads), `SilenceStore` — and
+one backend provides them all (`StateStore`). Each port has one contract test suite, run over
+every backend (``tests/test_store_contract.py``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -61,49 +67,66 @@ class StateSummary:
     schema_version: int
     sources: tuple[SourceStatus, ...]
     journal_entries: int
-    extras: dict[str, int] = field(default_factory=dict)
 
 
-class StateStore(Protocol):
-    """Where taskwarden remembers what it has seen. One process at a time."""
+class TaskStore(Protocol):
+    """Tasks and checkpoints: what a poll cycle reads, and its one write."""
 
     def source_view(self, source: str) -> SourceView: ...
 
-    def probe_write(self) -> None:
-        """A tiny durable write; raises `StateError` while the state cannot be written."""
+    def needs_baseline(self, source: str) -> bool:
+        """True until the first poll of a fresh state is committed."""
         ...
 
     def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]: ...
 
-    def needs_baseline(self, source: str) -> bool:
-        """True until the first poll of a fresh state file is committed."""
+    def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]:
+        """Failures observed (not in a baseline) since ``since``, oldest first."""
         ...
 
     def commit_cycle(
         self, source: str, commit: CycleCommit, *, dry_run: bool = False
     ) -> list[Notification]:
-        """Write the cycle (and enqueue the notifications it makes due) atomically.
-
-        ``dry_run`` computes the same and rolls it back: the returned notifications are what
-        the cycle would send.
-        """
+        """Write the cycle — tasks, journal, checkpoint, its alerts, the outbox entries it
+        makes due — in one transaction. ``dry_run`` computes the same and rolls it back:
+        the returned notifications are what the cycle would send."""
         ...
-
-    def active_alerts(self, source: str) -> dict[str, Alert]: ...
-
-    def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]: ...
 
     def record_poll_failure(self, source: str, now: datetime, error: str) -> datetime:
         """Remember a failed poll; returns since when the source has been failing."""
         ...
 
-    def apply_alerts(self, batch: AlertBatch, now: datetime) -> list[Notification]: ...
+    def task_counts(self) -> dict[tuple[str, str], int]:
+        """Tracked tasks per (source, status)."""
+        ...
 
-    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]: ...
+    def summary(self) -> StateSummary: ...
+
+
+class AlertStore(Protocol):
+    """Alerts and the notification groups they are in."""
+
+    def active_alerts(self, source: str) -> dict[str, Alert]:
+        """Firing stateful alerts of ``source``, by key."""
+        ...
+
+    def apply_alerts(self, batch: AlertBatch, now: datetime) -> list[Notification]:
+        """Record fired and resolved alerts in their groups; returns what became due."""
+        ...
+
+
+class Outbox(Protocol):
+    """Notifications waiting to be delivered, and the threads they go into."""
+
+    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]:
+        """Turn every due group into at most one outbox entry."""
+        ...
 
     def enqueue(self, notification: Notification, now: datetime) -> int: ...
 
-    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]: ...
+    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
+        """Per receiver, its pending entries in order, while its oldest one is due."""
+        ...
 
     def thread_ref(self, thread_key: str) -> str | None: ...
 
@@ -113,24 +136,40 @@ class StateStore(Protocol):
 
     def mark_dead(
         self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
-    ) -> None: ...
+    ) -> None:
+        """Give the entry up and, in the same transaction, raise ``notice``."""
+        ...
 
     def outbox_depth(self) -> tuple[int, datetime | None]:
         """Pending notifications and the creation time of the oldest."""
         ...
 
-    def silences(self) -> list[Silence]: ...
 
-    def task_counts(self) -> dict[tuple[str, str], int]:
-        """Tracked tasks per (source, status)."""
-        ...
+class SilenceStore(Protocol):
+    def silences(self) -> list[Silence]: ...
 
     def add_silence(self, silence: Silence) -> None: ...
 
     def expire_silence(self, silence_id: str, now: datetime) -> bool: ...
 
-    def sync_config_silences(self, silences: Sequence[Silence]) -> None: ...
+    def sync_config_silences(self, silences: Sequence[Silence]) -> None:
+        """Replace the silences that come from the configuration (not the added ones)."""
+        ...
 
-    def summary(self) -> StateSummary: ...
+
+class PollStore(TaskStore, AlertStore, Protocol):
+    """What a poll cycle uses: its tasks, and the alerts its rules read and write."""
+
+
+class DeliveryStore(Outbox, Protocol):
+    """What the outbox sender uses."""
+
+
+class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, Protocol):
+    """Every port of the state, as one backend provides them."""
+
+    def probe_write(self) -> None:
+        """A tiny durable write; raises `StateError` while the state cannot be written."""
+        ...
 
     def close(self) -> None: ...
