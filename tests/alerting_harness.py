@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from email.message import Message
 
-    from taskwarden.notify.base import Notifier
+    from taskwarden.delivery import Notifier
     from taskwarden.poller import CycleReport
     from taskwarden.rules import Team
     from taskwarden.simulator import Simulator

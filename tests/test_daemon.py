@@ -315,9 +315,8 @@ async def test_idle_connections_cannot_exhaust_the_daemon(
         for _ in range(1_100):
             _, writer = await asyncio.open_connection("127.0.0.1", health)
             idle.append(writer)
-        await asyncio.sleep(0)  # let the daemon accept them (it closes the oldest)
-        descriptors = open_descriptors(proc.pid)
-        assert descriptors < 150, descriptors
+        # The daemon accepts them all, closing the oldest beyond its limit: bounded soon.
+        await until(lambda: open_descriptors(proc.pid) < 150, within=10)
         assert await status(f"http://127.0.0.1:{health}/healthz") == 200
         sim.add_task(status="FAILED", request_type="DEPLOY_PRODUCT")
         await slack.wait_for(1, within=20)

@@ -48,8 +48,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from taskwarden.alerts import Notification
-    from taskwarden.notify.base import Notifier, Receipt
-    from taskwarden.state.protocol import DeliveryStore, OutboxItem
+    from taskwarden.delivery import Notifier, Outbox, OutboxItem, Receipt
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +146,7 @@ def backoff(attempts: int, settings: DeliverySettings, retry_after: float | None
 class OutboxSender:
     def __init__(
         self,
-        store: DeliveryStore,
+        store: Outbox,
         receivers: Mapping[str, Receiver],
         settings: DeliverySettings | None = None,
         *,

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
     from taskwarden.alerting import Alerting
     from taskwarden.config import LoadedConfig, Settings
+    from taskwarden.delivery import Notifier
     from taskwarden.logs import Redactor
-    from taskwarden.notify.base import Notifier
     from taskwarden.outbox import DeliveryReport, DeliverySettings
     from taskwarden.sources.http import CallMeter
     from taskwarden.state.protocol import StateStore

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
-    from taskwarden.notify.base import Notifier
+    from taskwarden.delivery import Notifier
     from taskwarden.rules import Team
     from taskwarden.sources.base import Source
     from taskwarden.yamlfile import YamlDocument

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from taskwarden.notify.base import NotifierBase, Receipt
+from taskwarden.delivery import Receipt
+from taskwarden.notify.base import NotifierBase
 from taskwarden.notify.render import plain_text
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Literal
 
 import aiosmtplib
 
+from taskwarden.delivery import Receipt
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
-from taskwarden.notify.base import NotifierBase, Receipt
+from taskwarden.notify.base import NotifierBase
 from taskwarden.notify.render import alert_view, headline, plain_text, summary_line
 
 if TYPE_CHECKING:

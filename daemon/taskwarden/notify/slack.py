@@ -28,9 +28,10 @@ from slack_sdk.models.blocks import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from taskwarden.delivery import Receipt
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.httputil import parse_retry_after
-from taskwarden.notify.base import NotifierBase, Receipt
+from taskwarden.notify.base import NotifierBase
 from taskwarden.notify.render import alert_view, headline, summary_line
 
 if TYPE_CHECKING:

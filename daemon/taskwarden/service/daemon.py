@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from taskwarden.config import LoadedConfig, Settings
-    from taskwarden.notify.base import Notifier
+    from taskwarden.delivery import Notifier
 
 log = structlog.get_logger(__name__)
 

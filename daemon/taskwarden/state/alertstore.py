@@ -18,10 +18,10 @@ from taskwarden.alerts import (
     encode_alert,
     encode_notification,
 )
+from taskwarden.delivery import OutboxItem
 from taskwarden.matchers import parse_all
 from taskwarden.routing import GroupState, Member, Silence, Silences, Timing, plan_flush
 from taskwarden.state.decoding import decoding
-from taskwarden.state.protocol import OutboxItem
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
 if TYPE_CHECKING:

@@ -20,16 +20,7 @@ if TYPE_CHECKING:
     from taskwarden.model import SourceView, Task
     from taskwarden.routing import AlertBatch, Silence
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    outbox_id: int
-    receiver: str
-    thread_key: str | None
-    """The group's never-reused identity: follow-ups go into its thread."""
-    notification: Notification
-    created_at: datetime
-    attempts: int
+from taskwarden.delivery import Outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,36 +106,6 @@ class AlertStore(Protocol):
         ...
 
 
-class Outbox(Protocol):
-    """Notifications waiting to be delivered, and the threads they go into."""
-
-    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]:
-        """Turn every due group into at most one outbox entry."""
-        ...
-
-    def enqueue(self, notification: Notification, now: datetime) -> int: ...
-
-    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
-        """Per receiver, its pending entries in order, while its oldest one is due."""
-        ...
-
-    def thread_ref(self, thread_key: str) -> str | None: ...
-
-    def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None: ...
-
-    def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None: ...
-
-    def mark_dead(
-        self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
-    ) -> None:
-        """Give the entry up and, in the same transaction, raise ``notice``."""
-        ...
-
-    def outbox_depth(self) -> tuple[int, datetime | None]:
-        """Pending notifications and the creation time of the oldest."""
-        ...
-
-
 class SilenceStore(Protocol):
     def silences(self) -> list[Silence]: ...
 
@@ -159,10 +120,6 @@ class SilenceStore(Protocol):
 
 class PollStore(TaskStore, AlertStore, Protocol):
     """What a poll cycle uses: its tasks, and the alerts its rules read and write."""
-
-
-class DeliveryStore(Outbox, Protocol):
-    """What the outbox sender uses."""
 
 
 class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, Protocol):

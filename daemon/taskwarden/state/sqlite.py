@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from taskwarden.alerts import Alert, Notification
+    from taskwarden.delivery import OutboxItem
     from taskwarden.diff import Event
     from taskwarden.routing import AlertBatch, Silence
-    from taskwarden.state.protocol import OutboxItem
 
 log = structlog.get_logger(__name__)
 
