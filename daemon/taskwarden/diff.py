@@ -112,7 +112,8 @@ def diff(
 
 
 def apply(previous: Mapping[str, Task], events: Iterable[Event]) -> dict[str, Task]:
-    """The state after ``events``: the inverse view of `diff`, used by the store and tests."""
+    """The state after ``events``: what `diff` promises, as a function (the property tests
+    check ``apply(previous, diff(previous, observed)) == previous | observed - gone``)."""
     state = dict(previous)
     for event in events:
         if isinstance(event, TaskGone):

@@ -64,23 +64,19 @@ async def run_check(config: Path, out: Output, *, connect: bool) -> int:
             )
         if not connect:
             return EXIT_OK
+        checks = [
+            *((f"source {n}", c.source.check) for n, c in sorted(wiring.sources.items())),
+            *((f"receiver {n}", r.notifier.check) for n, r in sorted(wiring.receivers.items())),
+        ]
         failures = 0
-        for name, configured in sorted(wiring.sources.items()):
+        for what, probe in checks:
             try:
-                line = await configured.source.check()
+                line = await probe()
             except TaskwardenError as exc:
                 failures += 1
-                out.echo(f"FAIL source {name}: {exc}")
+                out.echo(f"FAIL {what}: {exc}")
             else:
-                out.echo(f"ok   source {name}: {line}")
-        for name, receiver in sorted(wiring.receivers.items()):
-            try:
-                line = await receiver.notifier.check()
-            except TaskwardenError as exc:
-                failures += 1
-                out.echo(f"FAIL receiver {name}: {exc}")
-            else:
-                out.echo(f"ok   receiver {name}: {line}")
+                out.echo(f"ok   {what}: {line}")
     return EXIT_FAILED if failures else EXIT_OK
 
 

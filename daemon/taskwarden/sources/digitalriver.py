@@ -225,20 +225,12 @@ class DigitalRiverClient:
             source=source_name,
             vendor=VENDOR,
             credential_hint=(
-                f"Check the API key of source '{source_name}' "
-                "(sources.<name>.api_key; HTTP 401 means the key, 403 the bearer token)."
+                f"Check the API key of source '{source_name}' (sources.{source_name}.api_key; "
+                "HTTP 401 means the key, 403 the bearer token)."
             ),
             retry=retry or RetryPolicy(),
             limits=limits,
             meter=meter,
-        )
-
-    def budget(self) -> PageBudget:
-        """The pages one cycle may read."""
-        return PageBudget(
-            self.max_pages,
-            source=self.source_name,
-            setting=f"sources.{self.source_name}.max_pages_per_cycle",
         )
 
     async def list_page(self, query: TaskQuery, *, page: int = 1) -> TaskPage:
@@ -252,7 +244,7 @@ class DigitalRiverClient:
     ) -> AsyncIterator[TaskPage]:
         """Every page of a listing, following ``nextPage.startingAfter`` whenever it is
         there: a page whose tasks were all unusable, or an empty one, does not end it."""
-        budget = budget or self.budget()
+        budget = budget or PageBudget(self.max_pages, source=self.source_name)
         seen_cursors: set[str] = set()
         current = query
         while True:
@@ -327,7 +319,7 @@ class DigitalRiverSource:
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta
     ) -> Observation:
         since = view.checkpoint - overlap if view.checkpoint is not None else now - lookback
-        scan = _Scan(self._client.budget())
+        scan = _Scan(PageBudget(self._client.max_pages, source=self.name))
         checkpoint = await self._scan_received_since(scan, since, now, (), scan.seen)
         stale = [t for t in view.open_tasks if t.task_id not in scan.seen]
         strategy, gone = await self._refresh_open(scan, stale, view, since, now)

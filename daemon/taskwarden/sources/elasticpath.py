@@ -240,13 +240,6 @@ class ElasticPathClient:
             meter=meter,
         )
 
-    def budget(self) -> PageBudget:
-        return PageBudget(
-            self.max_pages,
-            source=self.source_name,
-            setting=f"sources.{self.source_name}.max_pages_per_cycle",
-        )
-
     def _malformed(self, what: str, exc: ValidationError) -> MalformedResponseError:
         return MalformedResponseError(
             f"{VENDOR} {what} has an unexpected shape: {summarise(exc)}", source=self.source_name
@@ -331,7 +324,7 @@ class ElasticPathSource:
     async def observe(
         self, view: SourceView, now: datetime, *, overlap: timedelta, lookback: timedelta
     ) -> Observation:
-        budget = self._client.budget()
+        budget = PageBudget(self._client.max_pages, source=self.name)
         rejected: Counter[str] = Counter()
         listed: dict[str, Task] = {}
         since: datetime | None = None

@@ -101,11 +101,11 @@ def parse_each(
 class PageBudget:
     """Pages one poll cycle may read, across all its listings."""
 
-    def __init__(self, max_pages: int, *, source: str, setting: str) -> None:
+    def __init__(self, max_pages: int, *, source: str) -> None:
         self.max_pages = max_pages
         self.used = 0
         self._source = source
-        self._setting = setting
+        self._setting = f"sources.{source}.max_pages_per_cycle"
 
     def take(self) -> int:
         """Count one more page (its number, from 1); raises once the budget is spent."""
