@@ -216,7 +216,7 @@ async def endless_cursors(sim: Simulator, tmp: Path, *, pages: int | None) -> No
             await asyncio.wait_for(proc.wait(), timeout=0.05)
     sim.faults.clear()
     read = sim.requests["dr.list"] - before
-    limit = pages or 2_000
+    limit = pages or 3_000
     report(
         f"endless unique cursors ({limit:,} pages per cycle"
         + (", the default)" if not pages else ")"),

@@ -168,6 +168,7 @@ sources:
     interval: {settings["interval"]}
     initial_lookback: {settings["lookback"]}
     retention: 30d
+    cycle_deadline: 5m          # the first start reads the whole 30-day window in one cycle
 teams: ["teams/*.yaml"]
 receivers:
   slack: {{slack: {{channel: alerts, base_url: {slack.api_url}, min_interval: {settings["min_interval"]}}}}}

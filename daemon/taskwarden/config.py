@@ -111,7 +111,7 @@ class _PolledSource(_Section):
     """Hard bound on one request with its retries, Retry-After waits included."""
     cycle_deadline: Duration | None = None
     """Hard bound on one poll cycle; default 80 % of the interval, at least 30 s."""
-    max_pages_per_cycle: int = Field(default=2_000, ge=1, le=100_000)
+    max_pages_per_cycle: int = Field(default=3_000, ge=1, le=100_000)
     """Listing pages one cycle may read (memory and calls are bounded by it)."""
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest answer accepted, decompressed."""

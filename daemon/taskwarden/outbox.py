@@ -168,6 +168,7 @@ class OutboxSender:
         """Per target: monotonic time of the next allowed message (``min_interval``)."""
         self._paused_until: dict[str, datetime] = {}
         """Per target: until when a Retry-After pauses it (the clock of ``next_attempt``)."""
+        self._targets: dict[str, asyncio.Lock] = {}
         self._unrecorded: dict[int, Callable[[], None]] = {}
         """Outbox ids sent (or given up) whose bookkeeping could not be written yet."""
         self._threads: dict[str, str] = {}
@@ -243,14 +244,16 @@ class OutboxSender:
                 self._give_up(item, f"receiver {name!r} is not configured", report)
                 continue
             target = receiver.target or name
-            paused = self._paused_until.get(target)
-            if paused is not None and self._clock() < paused:
-                return  # the target is paused (Retry-After): keep this receiver's order
-            wait = self._next_slot.get(target, 0.0) - self._monotonic()
-            if wait > 0:
-                await self._sleep(wait)
-            outcome = await self._attempt(item, receiver)
-            self._next_slot[target] = self._monotonic() + receiver.min_interval
+            # Receivers sharing a target (two on one Slack channel) take turns at it.
+            async with self._targets.setdefault(target, asyncio.Lock()):
+                paused = self._paused_until.get(target)
+                if paused is not None and self._clock() < paused:
+                    return  # the target is paused (Retry-After): keep this receiver's order
+                wait = self._next_slot.get(target, 0.0) - self._monotonic()
+                if wait > 0:
+                    await self._sleep(wait)
+                outcome = await self._attempt(item, receiver)
+                self._next_slot[target] = self._monotonic() + receiver.min_interval
             if isinstance(outcome, TransientDeliveryError):
                 if self._clock() - item.created_at >= self._settings.max_age:
                     self._give_up(

@@ -65,8 +65,8 @@ STATUS_PHASES = {
 }
 MAX_WINDOW = timedelta(days=30)
 """The listing returns at most 30 days of receivedTime per request."""
-MAX_PAGES_PER_CYCLE = 2_000
-"""Pages one cycle may read (100,000 tasks): a server that keeps handing out cursors
+MAX_PAGES_PER_CYCLE = 3_000
+"""Pages one cycle may read (150,000 tasks): a server that keeps handing out cursors
 costs a bounded number of requests and bounded memory. Configurable per source."""
 
 AuthScheme = Literal["basic", "bearer"]

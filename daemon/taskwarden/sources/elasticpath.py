@@ -63,7 +63,7 @@ VENDOR = "Elastic Path"
 JOBS_PATH = "/pcm/jobs"
 TOKEN_PATH = "/oauth/access_token"  # noqa: S105 - a URL path, not a secret
 PAGE_LIMIT = 100
-MAX_PAGES = 2_000
+MAX_PAGES = 3_000
 """Pages one cycle may read (configurable per source): bounded requests and memory."""
 STATUS_PHASES = {
     "pending": Phase.OPEN,
