@@ -125,7 +125,16 @@ class DaemonProcess:
                 self.last_cpu = cpu
 
     async def next_cycle(self, within: float = 600) -> Cycle:
-        return await asyncio.wait_for(self.cycles.get(), timeout=within)
+        try:
+            return await asyncio.wait_for(self.cycles.get(), timeout=within)
+        except TimeoutError:
+            said = [
+                f"{e.get('event')}: {e.get('error') or e.get('reason') or ''}"[:300]
+                for e in self.log[-8:]
+            ]
+            raise RuntimeError(
+                f"no completed cycle within {within:g}s; the daemon said:\n  " + "\n  ".join(said)
+            ) from None
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)

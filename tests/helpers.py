@@ -1,11 +1,16 @@
-"""Helpers for tests that run taskwarden as a subprocess."""
+"""Helpers for tests that run taskwarden as a subprocess, and bounded waits."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 TASKWARDEN = [sys.executable, "-m", "taskwarden"]
 
@@ -21,3 +26,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(Path(__file__).parents[1] / "daemon")
     env.update(extra)
     return env
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 20.0) -> None:
+    """Bounded wait on an observable condition (no sleeping and hoping)."""
+    async with asyncio.timeout(within):
+        while True:
+            result = check()
+            if result if isinstance(result, bool) else await result:
+                return
+            await asyncio.sleep(0.05)

@@ -20,7 +20,7 @@ from taskwarden.state import open_state
 
 from .alerting_harness import SmtpServer
 from .conftest import API_KEY
-from .helpers import TASKWARDEN, free_port, subprocess_env
+from .helpers import TASKWARDEN, free_port, subprocess_env, until
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -85,16 +85,6 @@ def env(slack: SlackServer) -> dict[str, str]:
         TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN=slack.token,
         TASKWARDEN_RECEIVERS__MAIL__EMAIL__SMTP__PASSWORD=SMTP_PASSWORD,
     )
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 20.0) -> None:
-    """Bounded wait on an observable condition."""
-    async with asyncio.timeout(within):
-        while True:
-            result = check()
-            if result if isinstance(result, bool) else await result:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def status(url: str) -> int:

@@ -20,10 +20,10 @@ from taskwarden.service.daemon import Daemon
 from taskwarden.simulator.faults import Fault
 
 from .conftest import API_KEY
-from .helpers import free_port
+from .helpers import free_port, until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from taskwarden.simulator import Simulator
@@ -69,15 +69,6 @@ daemon: {json.dumps(settings)}
 """
     )
     return config
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 20.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            result = check()
-            if result if isinstance(result, bool) else await result:
-                return
-            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,8 @@ from taskwarden.service.daemon import Daemon
 from taskwarden.simulator.faults import Fault
 
 from .conftest import API_KEY
-from .test_daemon_faults import until, write_config
+from .helpers import until
+from .test_daemon_faults import write_config
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 FaultKind = Literal[
     "rate_limit",
@@ -19,20 +19,7 @@ FaultKind = Literal[
     "mangle",
     "echo_credentials",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "rate_limit",
-    "server_error",
-    "slow",
-    "malformed",
-    "wrong_shape",
-    "drop",
-    "trickle",
-    "gzip_bomb",
-    "deep_json",
-    "endless_cursor",
-    "mangle",
-    "echo_credentials",
-)
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 """The hostile ones: ``trickle`` answers one byte every ``delay`` seconds; ``gzip_bomb``
 sends ``size`` bytes of gzip-compressed JSON-ish padding; ``deep_json`` nests ``size``
 arrays; ``endless_cursor`` answers a full page of new tasks and a new cursor, every time;

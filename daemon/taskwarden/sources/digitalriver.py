@@ -234,10 +234,10 @@ class DigitalRiverClient:
         )
 
     async def list_page(self, query: TaskQuery, *, page: int = 1) -> TaskPage:
-        body = await self.transport.request_json(
+        reply = await self.transport.request(
             "GET", TASKS_PATH, endpoint="list", params=query.params(), headers=query.headers()
         )
-        return parse_listing(body, self.source_name, page=page)
+        return parse_listing(reply.body, self.source_name, page=page)
 
     async def iter_pages(
         self, query: TaskQuery, budget: PageBudget | None = None
@@ -273,7 +273,7 @@ class DigitalRiverClient:
 
     async def get_task(self, task_id: str) -> TaskDetails:
         path = f"{TASKS_PATH}/{path_segment(task_id)}"
-        body = await self.transport.request_json("GET", path, endpoint="detail")
+        body = (await self.transport.request("GET", path, endpoint="detail")).body
         try:
             payload = TaskDetailPayload.model_validate(body)
         except ValidationError as exc:

@@ -271,9 +271,8 @@ class ElasticPathClient:
         return JobPage(tuple(jobs), more and entries > 0, entries, rejected, reply.server_time)
 
     async def get_job(self, job_id: str) -> Task:
-        body = await self.transport.request_json(
-            "GET", f"{JOBS_PATH}/{path_segment(job_id)}", endpoint="jobs.get"
-        )
+        path = f"{JOBS_PATH}/{path_segment(job_id)}"
+        body = (await self.transport.request("GET", path, endpoint="jobs.get")).body
         try:
             return job_from_payload(
                 JobDetailPayload.model_validate(body).data, self.source_name, self.base_url
@@ -282,9 +281,8 @@ class ElasticPathClient:
             raise self._malformed(f"job {job_id!r}", exc) from None
 
     async def get_errors(self, job_id: str) -> tuple[Problem, ...]:
-        body = await self.transport.request_json(
-            "GET", f"{JOBS_PATH}/{path_segment(job_id)}/errors", endpoint="jobs.errors"
-        )
+        path = f"{JOBS_PATH}/{path_segment(job_id)}/errors"
+        body = (await self.transport.request("GET", path, endpoint="jobs.errors")).body
         try:
             errors = JobErrorsPayload.model_validate(body).data or []
         except ValidationError as exc:

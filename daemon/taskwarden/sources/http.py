@@ -279,22 +279,6 @@ class ApiTransport:
     def limits(self) -> ResponseLimits:
         return self._limits
 
-    async def request_json(
-        self,
-        method: str,
-        path: str,
-        *,
-        endpoint: str,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: Mapping[str, str] | None = None,
-    ) -> Any:
-        """One logical request; transient failures are retried within the policy."""
-        reply = await self.request(
-            method, path, endpoint=endpoint, params=params, headers=headers, data=data
-        )
-        return reply.body
-
     async def request(
         self,
         method: str,
@@ -305,7 +289,8 @@ class ApiTransport:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> ApiReply:
-        """`request_json` with the server's ``Date``: a clock the vendor keeps, not ours."""
+        """One logical request, transient failures retried within the policy: the answer's
+        JSON and the server's ``Date`` (a clock the vendor keeps, not ours)."""
         deadline = self._monotonic() + self._retry.total_timeout
         async for attempt in stamina.retry_context(
             on=self._backoff_within(deadline),
