@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 
-from taskwarden.alerts import Severity
+from taskwarden.alerts import Alert, AlertState, Notification, Severity, TaskFacts
 from taskwarden.errors import ServerError
 from taskwarden.matchers import parse_all
 from taskwarden.poller import PollFailed
@@ -304,6 +305,77 @@ async def test_untrusted_text_is_inert(
     assert "&lt;!channel&gt;" in message.raw
     sections = [b for b in message.blocks if b["type"] == "section"]
     assert all(b["text"].get("verbatim") for b in sections)  # no auto-linking
+
+
+def _well_formed(mrkdwn: str) -> None:
+    """Every entity whole and every code span closed, line by line."""
+    assert re.search(r"&(?!amp;|lt;|gt;)", mrkdwn) is None, mrkdwn
+    for line in mrkdwn.splitlines():
+        assert line.count("`") % 2 == 0, line
+
+
+async def test_long_vendor_text_fits_slack_limits(
+    harness: Harness, slack: SlackServer, sim: Simulator
+) -> None:
+    """Block Kit refuses a whole message for one field over 2,000 characters; long ERIDs and
+    error texts are cut (entities and code spans intact) and the message is delivered."""
+    await baseline(harness)
+    products = [
+        {"productId": f"p{i}", "externalReferenceId": f"{i}" + "R&D<x>`" * 64, "productType": "X"}
+        for i in range(5)
+    ]
+    task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT", products=products)
+    await harness.cycle()
+    errors = [{"code": f"e{i}" * 100, "description": "a&b " * 300} for i in range(7)]
+    sim.set_status(task.task_id, "FAILED", errors=errors)
+    await harness.cycle()
+    assert slack.refused == []
+    [message] = slack.messages
+    [task_block] = [b for b in message.blocks if b["type"] == "section" and "fields" in b]
+    for text in [task_block["text"]["text"], *(f["text"] for f in task_block["fields"])]:
+        _well_formed(text)
+    assert "2 more problems" in task_block["text"]["text"]
+    products_field = next(f["text"] for f in task_block["fields"] if "Products" in f["text"])
+    assert len(products_field) <= 2000
+    assert products_field.endswith("…`")
+
+
+async def test_a_group_larger_than_fifty_blocks_says_what_it_left_out(
+    slack: SlackServer, sim: Simulator
+) -> None:
+    """Ten firing and ten resolved alerts of three tasks each are 110 blocks; Slack takes 50."""
+
+    def alert(number: int, state: AlertState) -> Alert:
+        tasks = tuple(
+            TaskFacts(f"t{number}-{i}", "DEPLOY_PRODUCT", "FAILED", sim.now()) for i in range(3)
+        )
+        labels = (("team", "catalog"),)
+        return Alert(
+            f"k{number}",
+            "burst",
+            "dr",
+            Severity.WARNING,
+            labels,
+            f"burst {number}",
+            state=state,
+            tasks=tasks,
+        )
+
+    firing = tuple(alert(i, AlertState.FIRING) for i in range(10))
+    resolved = tuple(alert(i, AlertState.RESOLVED) for i in range(10, 20))
+    notification = Notification(
+        "slack", "g", (), firing, resolved, firing_total=10, resolved_total=10
+    )
+    await slack_bot(slack).send(notification, thread=None)
+    assert slack.refused == []
+    [message] = slack.messages
+    assert len(message.blocks) == 50
+    shown = sum(1 for b in message.blocks if b["type"] == "divider")
+    assert 0 < shown < 20
+    summary = message.blocks[-1]["elements"][0]["text"]
+    assert f"… and {20 - shown} more alerts than one Slack message can show" in summary
+    partial = [b for b in message.blocks if "more tasks not shown" in json.dumps(b)]
+    assert len(partial) <= 1
 
 
 async def test_email_delivery_outage_and_header_safety(

@@ -19,7 +19,13 @@ import aiosmtplib
 from taskwarden.delivery import Receipt
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.render import alert_view, headline, plain_text, summary_line
+from taskwarden.notify.render import (
+    alert_view,
+    headline,
+    more_problems,
+    plain_text,
+    summary_line,
+)
 
 if TYPE_CHECKING:
     from taskwarden.alerts import Notification
@@ -62,6 +68,8 @@ def html_body(n: Notification) -> str:
                     f"<li>{e(kind)}{f' <code>{e(code)}</code>' if code else ''}: {e(text)}</li>"
                     for kind, code, text in task.problems
                 )
+                if task.problems_hidden:
+                    items += f"<li>{e(more_problems(task.problems_hidden))}</li>"
                 parts.append(f"<ul>{items}</ul>")
             if task.note:
                 parts.append(f"<p><i>{e(task.note)}</i></p>")

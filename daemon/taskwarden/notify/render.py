@@ -30,6 +30,8 @@ class TaskView:
     """(kind, code, description): errors, deployment errors and warnings."""
     uri: str | None
     note: str | None = None
+    problems_hidden: int = 0
+    """Problems the vendor attached beyond `MAX_PROBLEMS`; a message says how many."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ def task_view(facts: TaskFacts, alert: Alert) -> TaskView:
         title=f"Task {facts.task_id}",
         fields=tuple(fields),
         problems=tuple(problems[:MAX_PROBLEMS]),
+        problems_hidden=max(len(problems) - MAX_PROBLEMS, 0),
         uri=facts.uri,
         note=(
             f"Error details unavailable: {facts.details_unavailable}"
@@ -113,6 +116,10 @@ def task_view(facts: TaskFacts, alert: Alert) -> TaskView:
             else None
         ),
     )
+
+
+def more_problems(hidden: int) -> str:
+    return f"… and {hidden:,} more {'problem' if hidden == 1 else 'problems'} (see the task)"
 
 
 def alert_view(alert: Alert) -> AlertView:
@@ -154,6 +161,8 @@ def plain_text(n: Notification) -> str:
                 f"    {kind} {code}: {text}" if code else f"    {kind}: {text}"
                 for kind, code, text in task.problems
             )
+            if task.problems_hidden:
+                lines.append(f"    {more_problems(task.problems_hidden)}")
             if task.note:
                 lines.append(f"    {task.note}")
             if task.uri:

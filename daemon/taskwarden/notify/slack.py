@@ -32,16 +32,27 @@ from taskwarden.delivery import Receipt
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.httputil import parse_retry_after
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.render import alert_view, headline, summary_line
+from taskwarden.notify.render import alert_view, headline, more_problems, summary_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from taskwarden.alerts import Notification
-    from taskwarden.notify.render import TaskView
+    from taskwarden.alerts import Alert, Notification
+    from taskwarden.notify.render import AlertView, TaskView
 
+# Block Kit's limits (https://api.slack.com/reference/block-kit/blocks): Slack refuses the
+# whole message (``invalid_blocks``) when one is exceeded, so every piece is cut to fit.
 MAX_BLOCKS = 50
-MAX_SECTION = 2900
+MAX_HEADER = 150
+MAX_SECTION = 3000
+MAX_FIELD = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT = 2000
+MAX_FALLBACK = 3000
+# One vendor value (an ERID list, an error description, a link) in a message: five problems,
+# a title, a note and a link stay within one section.
+MAX_VALUE = 450
+MAX_TITLE = 200
 SEVERITY_ICON = {
     "critical": ":red_circle:",
     "warning": ":large_orange_circle:",
@@ -69,82 +80,147 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
+def units(text: str) -> int:
+    """Length as Slack counts it (UTF-16 code units, like JavaScript): an emoji counts two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def clip(text: str, limit: int) -> str:
+    """Escaped mrkdwn cut to ``limit`` with an ellipsis, never inside an entity (``&amp;``),
+    a link (``<…|…>``) or a code span (an open one is closed)."""
+    if units(text) <= limit:
+        return text
+    keep = limit - 2  # the ellipsis and perhaps a closing backtick
+    cut = text[:keep]
+    while (excess := units(cut) - keep) > 0:
+        cut = cut[: len(cut) - excess]
+    if (amp := cut.rfind("&")) >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    if (lt := cut.rfind("<")) >= 0 and ">" not in cut[lt:]:
+        cut = cut[:lt]
+    return cut + ("…`" if cut.count("`") % 2 else "…")
+
+
+def clip_plain(text: str, limit: int) -> str:
+    """Plain text (a header) cut to ``limit`` with an ellipsis."""
+    if units(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    while (excess := units(cut) - (limit - 1)) > 0:
+        cut = cut[: len(cut) - excess]
+    return cut + "…"
+
+
 def escape(text: str) -> str:
     """Slack's three control characters: a ``<!channel>`` becomes ``&lt;!channel&gt;``."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def inert(text: str) -> str:
+def inert(text: str, limit: int = MAX_VALUE) -> str:
     """Untrusted text as an inline code span: no mentions, links or formatting."""
     flat = " ".join(text.split())
-    return f"`{escape(flat).replace('`', 'ˋ')}`" if flat else "`-`"
+    return clip(f"`{escape(flat).replace('`', 'ˋ')}`", limit) if flat else "`-`"
 
 
 def _safe_link(uri: str) -> str:
-    if uri.startswith("https://") and not any(c in uri for c in "<>|` \n"):
-        return f"<{uri}|Open the task>"
-    return inert(uri)
+    link = f"<{uri}|Open the task>"
+    plain = uri.startswith("https://") and not any(c in uri for c in "<>|` \n&")
+    return link if plain and units(link) <= MAX_VALUE else inert(uri)
 
 
-def _mrkdwn(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=text[:MAX_SECTION], verbatim=True)
+def _mrkdwn(text: str, limit: int = MAX_SECTION) -> MarkdownTextObject:
+    return MarkdownTextObject(text=clip(text, limit), verbatim=True)
 
 
-def _task_blocks(task: TaskView) -> list[Any]:
-    fields = [_mrkdwn(f"*{escape(name)}*\n{inert(value)}") for name, value in task.fields[:10]]
-    lines = [f"*{escape(task.title)}*"]
-    for kind, code, text in task.problems:
-        label = f"{escape(kind)} {inert(code)}" if code else escape(kind)
-        lines.append(f"• {label}: {inert(text)}")
+def _task_fields(task: TaskView) -> list[MarkdownTextObject]:
+    pairs = list(task.fields)
+    if len(pairs) > MAX_FIELDS:
+        hidden = len(pairs) - (MAX_FIELDS - 1)
+        pairs = [*pairs[: MAX_FIELDS - 1], ("More", f"{hidden} more fields (see the task)")]
+    fields = []
+    for name, value in pairs:
+        label = f"*{clip(escape(name), MAX_TITLE)}*\n"
+        fields.append(_mrkdwn(label + inert(value, MAX_FIELD - units(label)), MAX_FIELD))
+    return fields
+
+
+def _task_block(task: TaskView) -> SectionBlock:
+    """Title, problems, note and link; the problems share what the section has left."""
+    head = [f"*{clip(escape(task.title), MAX_TITLE)}*"]
+    tail = []
+    if task.problems_hidden:
+        tail.append(f"• {escape(more_problems(task.problems_hidden))}")
     if task.note:
-        lines.append(f"_{escape(task.note)}_")
+        tail.append(f"_{clip(escape(task.note), MAX_VALUE)}_")
     if task.uri:
-        lines.append(_safe_link(task.uri))
-    return [SectionBlock(text=_mrkdwn("\n".join(lines)), fields=fields or None)]
+        tail.append(_safe_link(task.uri))
+    spare = MAX_SECTION - sum(units(line) + 1 for line in (*head, *tail))
+    share = min(spare // max(len(task.problems), 1) - 1, 2 * MAX_VALUE)
+    problems = []
+    for kind, code, text in task.problems:
+        label = f"{escape(kind)} {inert(code, MAX_TITLE)}" if code else escape(kind)
+        problems.append(clip(f"• {label}: {inert(text, MAX_SECTION)}", share))
+    lines = [*head, *problems, *tail]
+    return SectionBlock(text=_mrkdwn("\n".join(lines)), fields=_task_fields(task) or None)
+
+
+def _alert_head(alert: Alert, icon: str) -> tuple[SectionBlock, AlertView]:
+    view = alert_view(alert)
+    state = ":white_check_mark:" if alert.state.value == "resolved" else icon
+    lines = [f"{state} *{clip(escape(view.title), MAX_VALUE)}*"]
+    if view.note:
+        lines.append(clip(escape(view.note), MAX_VALUE))
+    if view.counts:
+        counts = ", ".join(f"{inert(k, MAX_TITLE)} ×{v}" for k, v in view.counts)
+        lines.append(clip("By request type: " + counts, MAX_SECTION - 2 * MAX_VALUE - 10))
+    return SectionBlock(text=_mrkdwn("\n".join(lines))), view
+
+
+def _alert_foot(alert: Alert, hidden_tasks: int) -> list[Any]:
+    facts = (
+        f"severity {inert(alert.severity.value, MAX_TITLE)} · rule {inert(alert.rule, MAX_TITLE)}"
+        f" · source {inert(alert.source, MAX_TITLE)}"
+    )
+    if hidden_tasks:
+        facts += f" · {hidden_tasks} more {'task' if hidden_tasks == 1 else 'tasks'} not shown"
+    return [ContextBlock(elements=[_mrkdwn(facts, MAX_CONTEXT)]), DividerBlock()]
 
 
 def blocks(n: Notification) -> list[dict[str, Any]]:
-    """Block Kit: header, one section per alert (severity, rule, facts, errors), a summary."""
+    """Block Kit: header, one section per alert (severity, rule, facts, errors), a summary.
+
+    At most `MAX_BLOCKS`: whole alerts while they fit, then the tasks of one more alert that
+    fit, and a last line that says how many alerts were left out.
+    """
     icon = SEVERITY_ICON.get(n.severity.value, "")
-    out: list[Any] = [HeaderBlock(text=PlainTextObject(text=headline(n)[:150], emoji=False))]
+    header = clip_plain(" ".join(headline(n).split()), MAX_HEADER)
+    out: list[Any] = [HeaderBlock(text=PlainTextObject(text=header, emoji=False))]
     if n.test:
         out.append(SectionBlock(text=_mrkdwn("If you can read this, taskwarden can deliver here.")))
-    for alert in (*n.firing, *n.resolved):
-        view = alert_view(alert)
-        state = ":white_check_mark:" if alert.state.value == "resolved" else icon
-        lines = [f"{state} *{escape(view.title)}*"]
-        if view.note:
-            lines.append(escape(view.note))
-        if view.counts:
-            lines.append(
-                "By request type: " + ", ".join(f"{inert(k)} ×{v}" for k, v in view.counts)
-            )
-        out.append(SectionBlock(text=_mrkdwn("\n".join(lines))))
-        for task in view.tasks:
-            out.extend(_task_blocks(task))
-        out.append(
-            ContextBlock(
-                elements=[
-                    _mrkdwn(
-                        f"severity {inert(alert.severity.value)} · rule {inert(alert.rule)} · "
-                        f"source {inert(alert.source)}"
-                    )
-                ]
-            )
-        )
-        out.append(DividerBlock())
-    more = summary_line(n)
-    if len(out) > MAX_BLOCKS - 1:
-        out = out[: MAX_BLOCKS - 2]
-        more = more or "… more alerts in this group than one message can show"
+    alerts = (*n.firing, *n.resolved)
+    shown = 0
+    for alert in alerts:
+        head, view = _alert_head(alert, icon)
+        room = MAX_BLOCKS - 1 - len(out) - 3  # the summary; head, context and divider
+        if room < 0 or (view.tasks and room == 0):
+            break
+        tasks = view.tasks[:room]
+        foot = _alert_foot(alert, len(view.tasks) - len(tasks))
+        out.extend([head, *map(_task_block, tasks), *foot])
+        shown += 1
+        if len(tasks) < len(view.tasks):
+            break
+    more = [line for line in (summary_line(n),) if line]
+    if shown < len(alerts):
+        more.append(f"… and {len(alerts) - shown} more alerts than one Slack message can show")
     if more:
-        out.append(ContextBlock(elements=[_mrkdwn(escape(more))]))
+        out.append(ContextBlock(elements=[_mrkdwn(escape(" ".join(more)), MAX_CONTEXT)]))
     return [b.to_dict() for b in out]
 
 
 def fallback_text(n: Notification) -> str:
     """The one-line text Slack shows in notifications and where blocks cannot render."""
-    return escape(" ".join(headline(n).split()))
+    return clip(escape(" ".join(headline(n).split())), MAX_FALLBACK)
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:

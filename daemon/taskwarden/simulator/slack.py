@@ -23,7 +23,50 @@ from taskwarden.httpserver import serve_app
 from taskwarden.simulator.faults import Fault, FaultQueue
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+
+def _length(text: object) -> int:
+    return len(str(text).encode("utf-16-le")) // 2
+
+
+# (block type, part) → (most items, longest text of one item); None: not limited.
+_LIMITS: dict[tuple[str, str], tuple[int | None, int]] = {
+    ("header", "text"): (None, 150),
+    ("section", "text"): (None, 3000),
+    ("section", "fields"): (10, 2000),
+    ("context", "elements"): (10, 3000),
+}
+
+
+def _block_problems(index: int, block: dict[str, Any]) -> Iterator[str]:
+    kind = str(block.get("type"))
+    for (limited, part), (most, longest) in _LIMITS.items():
+        if limited != kind or part not in block:
+            continue
+        items = block[part] if isinstance(block[part], list) else [block[part]]
+        if most is not None and len(items) > most:
+            yield f"blocks[{index}].{part}: {len(items)} items (at most {most})"
+        for item in items:
+            text = item.get("text", "") if isinstance(item, dict) else item
+            if (length := _length(text)) > longest:
+                yield f"blocks[{index}].{part}: text of {length} (at most {longest})"
+
+
+def block_problem(blocks: object) -> str | None:
+    """What Slack would refuse in ``blocks`` (it answers ``invalid_blocks``), or None.
+
+    The limits Slack enforces on the blocks taskwarden sends: 50 blocks, a header's 150
+    characters, a section's 3,000 and 10 fields of 2,000, a context's 10 elements.
+    """
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        return "blocks is not a list of objects"
+    if len(blocks) > 50:
+        return f"{len(blocks)} blocks (at most 50)"
+    for index, block in enumerate(blocks):
+        for problem in _block_problems(index, block):
+            return problem
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +102,8 @@ class SlackServer:
         self.webhooks = dict(webhooks or {"T000/B000/hook": "alerts"})
         self.messages: list[SlackMessage] = []
         self.faults = FaultQueue()
+        self.refused: list[str] = []
+        """Why messages were refused as ``invalid_blocks`` (what Slack would not render)."""
         self.rate_limited: Counter[str] = Counter()
         """429s answered because a sender posted faster than ``min_interval``."""
         self.base_url = ""
@@ -143,6 +188,13 @@ class SlackServer:
         self._last_post[channel] = now
         return False
 
+    def _refuse(self, body: dict[str, Any]) -> str | None:
+        problem = block_problem(body.get("blocks") or [])
+        if problem is not None:
+            self.refused.append(problem)
+            self._changed.set()
+        return problem
+
     def _record(self, channel: str, body: dict[str, Any], via: str) -> SlackMessage:
         message = SlackMessage(
             channel=channel,
@@ -167,6 +219,8 @@ class SlackServer:
         channel = str(body.get("channel", ""))
         if channel not in self.channels:
             return web.json_response({"ok": False, "error": "channel_not_found"})
+        if (problem := self._refuse(body)) is not None:
+            return web.json_response({"ok": False, "error": "invalid_blocks", "detail": problem})
         if self._too_fast(channel):
             return web.json_response(
                 {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"}
@@ -194,6 +248,8 @@ class SlackServer:
         if channel is None:
             return web.Response(status=404, text="no_service")
         body = await self._body(request)
+        if self._refuse(body) is not None:
+            return web.Response(status=400, text="invalid_blocks")
         if self._too_fast(channel):
             return web.Response(status=429, text="rate_limited", headers={"Retry-After": "1"})
         self._record(channel, body, "webhook")
