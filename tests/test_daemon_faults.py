@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
@@ -261,3 +262,35 @@ async def test_the_heartbeat_pings_while_healthy_and_stops_when_polling_fails(
             assert len(pings) - stopped_at <= 1  # one may have been on its way
             sim.faults.clear()
             await until(lambda: len(pings) >= stopped_at + 3, within=20)
+
+
+async def test_a_row_damaged_while_running_moves_the_state_aside_and_exits_3(
+    tmp_path: Path, sim: Simulator, slack: SlackServer, secrets: None
+) -> None:
+    """A row that cannot be decoded is found by the daemon itself, not only at open: it
+    stops, moves the file aside and exits 3, so that systemd restarts it into a fresh state
+    (a crash loop on the same damaged file is what it must not do)."""
+    sim.unfreeze_clock()
+    task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
+    state = tmp_path / "state.db"
+    config = write_config(tmp_path, sim, slack, state=state)
+
+    def tracked() -> bool:
+        with contextlib.closing(sqlite3.connect(state, timeout=5)) as conn:
+            query = "SELECT count(*) FROM tasks WHERE task_id = ?"
+            return bool(conn.execute(query, (task.task_id,)).fetchone()[0])
+
+    async with running(config) as (_daemon, run):
+        await until(tracked, within=20)
+        with contextlib.closing(sqlite3.connect(state, timeout=5)) as conn, conn:
+            conn.execute(
+                "UPDATE tasks SET products = '{not json' WHERE task_id = ?", (task.task_id,)
+            )
+        sim.set_status(task.task_id, "FAILED")
+        assert await asyncio.wait_for(run, timeout=30) == 3
+    assert moved_aside(state) == (False, 1)
+
+
+def moved_aside(state: Path) -> tuple[bool, int]:
+    """Whether the state file is still there, and how many copies were moved aside."""
+    return state.exists(), len(list(state.parent.glob(f"{state.name}.corrupt-*")))
