@@ -411,7 +411,7 @@ async def disk_full(sim: Simulator, http: httpx.AsyncClient, tmp: Path) -> None:
             sim.set_status(task.task_id, "FAILED")
             sim.advance_clock(timedelta(minutes=1))
             await poll_or_report(source, store, PollSettings(), sim.now, alerting=alerting)
-            store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
+            store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = mount / "filler"
             with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
                 while True:

@@ -115,6 +115,8 @@ class DaemonProcess:
             try:
                 event = json.loads(line)
             except ValueError:
+                event = {"event": "(not JSON)", "error": line.decode(errors="replace").rstrip()}
+            if not isinstance(event, dict):
                 continue
             self.log.append(event)
             if event.get("event") == "daemon.started":
@@ -125,16 +127,23 @@ class DaemonProcess:
                 self.last_cpu = cpu
 
     async def next_cycle(self, within: float = 600) -> Cycle:
-        try:
-            return await asyncio.wait_for(self.cycles.get(), timeout=within)
-        except TimeoutError:
-            said = [
-                f"{e.get('event')}: {e.get('error') or e.get('reason') or ''}"[:300]
-                for e in self.log[-8:]
-            ]
-            raise RuntimeError(
-                f"no completed cycle within {within:g}s; the daemon said:\n  " + "\n  ".join(said)
-            ) from None
+        cycle = asyncio.ensure_future(self.cycles.get())
+        exited = asyncio.ensure_future(self.proc.wait())
+        await asyncio.wait({cycle, exited}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if cycle.done():
+            return cycle.result()
+        cycle.cancel()
+        said = [
+            f"{e.get('event')}: {e.get('error') or e.get('reason') or ''}"[:300]
+            for e in self.log[-8:]
+        ]
+        why = (
+            f"the daemon exited ({self.proc.returncode})"
+            if self.proc.returncode is not None
+            else f"no completed cycle within {within:g}s"
+        )
+        raise RuntimeError(f"{why}; the daemon said:\n  " + "\n  ".join(said))
 
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
@@ -441,13 +450,18 @@ async def measure_latency_defaults(groups: int) -> dict[str, Any]:
             daemon = await DaemonProcess.start(config)
             try:
                 await daemon.next_cycle()
-                for task in tasks:
-                    await asyncio.sleep(rng.uniform(0, 60))
+
+                def fail(task: Any) -> None:
                     sim.set_status(task.task_id, "FAILED")
                     changed[task.task_id] = time.monotonic()
+
+                await asyncio.sleep(rng.uniform(0, 60))
+                fail(tasks[0])
                 await until_told(lambda: tasks[0].task_id in told, 400)
-                sim.set_status(follow.task_id, "FAILED")
-                changed[follow.task_id] = time.monotonic()
+                fail(follow)  # right after the group was told: group_interval holds it back
+                for task in tasks[1:]:
+                    await asyncio.sleep(rng.uniform(0, 60))
+                    fail(task)
                 await until_told(lambda: len(told) == len(changed), 600)
             finally:
                 await daemon.stop()
@@ -586,7 +600,9 @@ async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000], help="none: skip"
+    )
     parser.add_argument("--transitions", type=int, default=200, help="0 skips the latency run")
     parser.add_argument("--storm", type=int, default=10_000, help="0 skips the storm run")
     parser.add_argument(

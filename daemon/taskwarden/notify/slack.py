@@ -82,7 +82,7 @@ PERMANENT_ERRORS = frozenset(
 
 def units(text: str) -> int:
     """Length as Slack counts it (UTF-16 code units, like JavaScript): an emoji counts two."""
-    return len(text.encode("utf-16-le")) // 2
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def clip(text: str, limit: int) -> str:

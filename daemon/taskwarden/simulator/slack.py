@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def _length(text: object) -> int:
-    return len(str(text).encode("utf-16-le")) // 2
+    return len(str(text).encode("utf-16-le", "surrogatepass")) // 2
 
 
 # (block type, part) → (most items, longest text of one item); None: not limited.
