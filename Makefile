@@ -42,7 +42,8 @@ chaos-smoke: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/taskwarden demo
 
-# taskwarden against the naive cron poller: 1k / 10k / 100k tasks, latency, storm (~10 min).
+# taskwarden against the naive cron poller: 1k / 10k / 100k tasks, latency (also with the
+# shipped defaults), storm (~20 min).
 bench: $(STAMP)
 	$(BIN)/python bench/compare.py
 

@@ -138,6 +138,29 @@ async def test_stuck_fires_repeats_and_resolves_in_thread(
     assert resolved.thread_ts == first.ts
 
 
+async def test_a_trickle_of_failures_waits_for_group_interval_and_is_broadcast(
+    harness: Harness, slack: SlackServer, sim: Simulator
+) -> None:
+    """Failures of one group a minute apart: the first is told at once (group_wait 0), the
+    next ones wait for the group's interval (here 5 min) and come as one reply in the first
+    message's thread that is also shown in the channel, not as a message each."""
+    harness.route = tree(group_interval=timedelta(minutes=5))
+    await baseline(harness)
+    tasks = [sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT") for _ in range(4)]
+    await harness.cycle()
+    for task in tasks:
+        sim.set_status(task.task_id, "FAILED", errors=DEPLOY_ERRORS)
+        await harness.cycle()
+    [first] = slack.messages
+    assert first.thread_ts is None
+    assert tasks[0].task_id in first.raw
+    await harness.cycle(timedelta(minutes=2))  # five minutes after the first message
+    [_, follow_up] = slack.messages
+    assert follow_up.thread_ts == first.ts
+    assert follow_up.broadcast
+    assert all(task.task_id in follow_up.raw for task in tasks[1:])
+
+
 async def test_burst_is_one_incident_not_hundreds(harness: Harness, slack: SlackServer) -> None:
     sim = harness.sim
     await baseline(harness)

@@ -24,6 +24,7 @@ from taskwarden.state import CycleCommit, open_state
 from .conftest import T0
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from taskwarden.state.protocol import StateStore
@@ -228,10 +229,37 @@ class TestOutbox:
         store.apply_alerts(AlertBatch(resolved=(alert("k1").resolved(NOW, "done"),)), NOW)
         [resolved] = store.due_notifications(NOW)
         store.mark_sent(resolved, NOW, None)
-        store.apply_alerts(routed(alert("k2")), NOW)  # same group key, after it emptied
-        [again] = store.due_notifications(NOW)
+        later = NOW + timedelta(seconds=1)
+        store.apply_alerts(AlertBatch(), later)  # its group_interval passed, still empty: gone
+        store.apply_alerts(routed(alert("k2")), later)  # the same group key, formed again
+        [again] = store.due_notifications(later)
         assert again.thread_key != item.thread_key
         assert not again.notification.follow_up
+
+    def test_a_group_told_lives_until_its_interval_so_a_trickle_is_batched(
+        self, store: StateStore
+    ) -> None:
+        """One-shot failures leave their group once told; the group stays until its next
+        group_interval, so a failure a minute later waits for it and goes into the same
+        thread (Alertmanager's group lifetime), instead of a message per failure."""
+        timing = Timing(group_wait=timedelta(seconds=30), group_interval=timedelta(minutes=5))
+        destination = Destination("slack", "slack|g1", (("team", "catalog"),), timing)
+
+        def fire(key: str, at: datetime) -> list[Notification]:
+            batch = AlertBatch(fired=(RoutedAlert(alert(key, one_shot=True), (destination,)),))
+            return store.apply_alerts(batch, at)
+
+        assert fire("k1", NOW) == []
+        [first] = store.apply_alerts(AlertBatch(), NOW + timedelta(seconds=30))
+        [item] = store.due_notifications(NOW + timedelta(seconds=30))
+        store.mark_sent(item, NOW + timedelta(seconds=30), "ts-1")
+        assert fire("k2", NOW + timedelta(minutes=1)) == []
+        assert store.apply_alerts(AlertBatch(), NOW + timedelta(minutes=5)) == []
+        [second] = store.apply_alerts(AlertBatch(), NOW + timedelta(minutes=5, seconds=30))
+        assert [a.key for a in (*first.firing, *second.firing)] == ["k1", "k2"]
+        assert second.follow_up
+        [follow] = store.due_notifications(NOW + timedelta(minutes=6))
+        assert follow.thread_key == item.thread_key
 
     def test_giving_up_raises_the_notice_in_the_same_write(self, store: StateStore) -> None:
         store.enqueue(Notification("slack", "g", (), (alert("a"),)), NOW)

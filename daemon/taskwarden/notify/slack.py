@@ -309,12 +309,16 @@ class SlackBotNotifier(NotifierBase):
 
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:
         thread_ts = thread if notification.follow_up else None
+        # A new failure in a group already told goes into its thread *and* the channel:
+        # a thread alone is where nobody on call would see it.
+        broadcast = thread_ts is not None and notification.new_total > 0
         try:
             response = await self._client.chat_postMessage(
                 channel=self._channel,
                 text=fallback_text(notification),
                 blocks=blocks(notification),
                 thread_ts=thread_ts,
+                reply_broadcast=broadcast or None,
                 unfurl_links=False,
                 unfurl_media=False,
             )

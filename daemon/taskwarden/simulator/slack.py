@@ -78,6 +78,8 @@ class SlackMessage:
     ts: str
     via: str
     """``api`` or ``webhook``."""
+    broadcast: bool = False
+    """A thread reply also shown in the channel (``reply_broadcast``)."""
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -203,6 +205,7 @@ class SlackServer:
             thread_ts=body.get("thread_ts") or None,
             ts=f"1700000000.{next(self._ts):06d}",
             via=via,
+            broadcast=str(body.get("reply_broadcast", "")).lower() in ("true", "1"),
         )
         self.messages.append(message)
         for callback in self.on_message:

@@ -181,7 +181,10 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
         remaining = conn.execute(
             "SELECT COUNT(*) FROM members WHERE group_id = ?", (group.group_id,)
         ).fetchone()[0]
-        if remaining == 0:
+        if remaining == 0 and not sent:
+            # Emptied by a flush that told something, a group lives on until its next
+            # group_interval: a failure that joins it meanwhile waits for that interval
+            # (a trickle of failures is one message per interval, not one per failure).
             conn.execute("DELETE FROM groups WHERE id = ?", (group.group_id,))
         else:
             conn.execute(
