@@ -85,15 +85,20 @@ def units(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
+def _cut(text: str, keep: int) -> str:
+    """The longest start of ``text`` of at most ``keep`` UTF-16 units."""
+    cut = text[:keep]
+    while (excess := units(cut) - keep) > 0:
+        cut = cut[: len(cut) - excess]
+    return cut
+
+
 def clip(text: str, limit: int) -> str:
     """Escaped mrkdwn cut to ``limit`` with an ellipsis, never inside an entity (``&amp;``),
     a link (``<…|…>``) or a code span (an open one is closed)."""
     if units(text) <= limit:
         return text
-    keep = limit - 2  # the ellipsis and perhaps a closing backtick
-    cut = text[:keep]
-    while (excess := units(cut) - keep) > 0:
-        cut = cut[: len(cut) - excess]
+    cut = _cut(text, limit - 2)  # the ellipsis and perhaps a closing backtick
     if (amp := cut.rfind("&")) >= 0 and ";" not in cut[amp:]:
         cut = cut[:amp]
     if (lt := cut.rfind("<")) >= 0 and ">" not in cut[lt:]:
@@ -103,12 +108,7 @@ def clip(text: str, limit: int) -> str:
 
 def clip_plain(text: str, limit: int) -> str:
     """Plain text (a header) cut to ``limit`` with an ellipsis."""
-    if units(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    while (excess := units(cut) - (limit - 1)) > 0:
-        cut = cut[: len(cut) - excess]
-    return cut + "…"
+    return text if units(text) <= limit else _cut(text, limit - 1) + "…"
 
 
 def escape(text: str) -> str:
@@ -170,9 +170,8 @@ def _alert_head(alert: Alert, icon: str) -> tuple[SectionBlock, AlertView]:
     lines = [f"{state} *{clip(escape(view.title), MAX_VALUE)}*"]
     if view.note:
         lines.append(clip(escape(view.note), MAX_VALUE))
-    if view.counts:
-        counts = ", ".join(f"{inert(k, MAX_TITLE)} ×{v}" for k, v in view.counts)
-        lines.append(clip("By request type: " + counts, MAX_SECTION - 2 * MAX_VALUE - 10))
+    if view.counts:  # last: a long list is what the section's own cut shortens
+        lines.append("By request type: " + ", ".join(f"{inert(k)} ×{v}" for k, v in view.counts))
     return SectionBlock(text=_mrkdwn("\n".join(lines))), view
 
 
@@ -210,7 +209,7 @@ def blocks(n: Notification) -> list[dict[str, Any]]:
         shown += 1
         if len(tasks) < len(view.tasks):
             break
-    more = [line for line in (summary_line(n),) if line]
+    more = [line] if (line := summary_line(n)) else []
     if shown < len(alerts):
         more.append(f"… and {len(alerts) - shown} more alerts than one Slack message can show")
     if more:
