@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint lint-deploy typecheck pytest bench-smoke chaos-smoke demo bench chaos clean
+.PHONY: test lint lint-deploy typecheck pytest bench-smoke chaos-smoke demo bench chaos clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ lint-deploy: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The tests start a real PostgreSQL (Debian's binaries: initdb + pg_ctl in a temp dir).
+system-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
+pytest: $(STAMP) system-deps
 	$(BIN)/pytest
 
 # The benchmarks are not timed tests; this only proves they still run (smallest sizes).

@@ -18,6 +18,8 @@ from taskwarden.sources.elasticpath import ElasticPathClient
 from taskwarden.sources.http import ResponseLimits, RetryPolicy
 from taskwarden.state import SqliteStateStore, open_state
 
+from .pgserver import PgServer
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
@@ -100,3 +102,17 @@ async def slack() -> AsyncIterator[SlackServer]:
     """A Slack-compatible endpoint on loopback, channels ``alerts`` and ``ops``, no rate limit."""
     async with running_slack(SlackServer(min_interval=None, channels=("alerts", "ops"))) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL for the session (Debian's binaries, `make test` installs them);
+    each test takes a fresh database from it."""
+    server = PgServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    return pg_server.new_database()

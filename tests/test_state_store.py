@@ -152,7 +152,7 @@ def test_a_version_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None
     conn.close()
     store = open_state(path, now=T0)
     try:
-        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
         assert store.source_view("dr").checkpoint is not None
         assert store.outbox_depth() == (0, None)
         assert store.silences() == []

@@ -16,10 +16,13 @@ import pytest
 
 from taskwarden.alerts import Alert, AlertState, Notification, Severity
 from taskwarden.diff import TaskGone, diff
+from taskwarden.errors import LeaseLostError
 from taskwarden.matchers import parse_all
 from taskwarden.model import Phase, Task
 from taskwarden.routing import AlertBatch, Destination, RoutedAlert, Silence, Timing
 from taskwarden.state import CycleCommit, open_state
+from taskwarden.state.postgres import open_postgres
+from taskwarden.state.protocol import Lease
 
 from .conftest import T0
 
@@ -32,16 +35,30 @@ if TYPE_CHECKING:
 Opener = Callable[[], "StateStore"]
 
 
-def sqlite_backend(tmp_path: Path) -> Opener:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     return lambda: open_state(tmp_path / "contract.db", now=T0)
 
 
-BACKENDS: dict[str, Callable[[Path], Opener]] = {"sqlite": sqlite_backend}
+def postgres_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    url = request.getfixturevalue("pg_url")
+    open_postgres(url, apply_migrations=True).close()
+    return lambda: open_postgres(url)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
+    "sqlite": sqlite_backend,
+    "postgresql": postgres_backend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    opened = BACKENDS[request.param](tmp_path)()
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return BACKENDS[request.param](request, tmp_path)
+
+
+@pytest.fixture
+def store(opener: Opener) -> Iterator[StateStore]:
+    opened = opener()
     yield opened
     opened.close()
 
@@ -208,6 +225,12 @@ class TestOutbox:
         assert len(store.due_notifications(NOW + timedelta(minutes=1))) == 3
         assert store.outbox_depth() == (3, NOW)
 
+    def test_a_replica_sees_only_the_receivers_it_delivers(self, store: StateStore) -> None:
+        store.enqueue(Notification("slack", "g", (), (alert("a"),)), NOW)
+        store.enqueue(Notification("mail", "g", (), (alert("c"),)), NOW)
+        assert [i.receiver for i in store.due_notifications(NOW, receivers=["mail"])] == ["mail"]
+        assert store.due_notifications(NOW, receivers=[]) == []
+
     def test_a_sent_entry_leaves_and_its_thread_stays_the_first(self, store: StateStore) -> None:
         made = store.apply_alerts(routed(alert("k1")), NOW)
         assert len(made) == 1
@@ -297,3 +320,65 @@ class TestSilenceStore:
         store.sync_config_silences([first])
         store.sync_config_silences([second])
         assert {s.silence_id for s in store.silences()} == {"cli1", "config:y"}
+
+
+# --- LeaseStore ------------------------------------------------------------------------------
+
+TTL = timedelta(seconds=15)
+
+
+class TestLeaseStore:
+    def test_a_free_lease_is_taken_at_epoch_one_and_renewed_at_the_same(
+        self, store: StateStore
+    ) -> None:
+        assert store.claim("r1", ["source:dr"], NOW, TTL) == {
+            "source:dr": Lease("source:dr", "r1", 1)
+        }
+        later = NOW + timedelta(seconds=5)
+        assert store.claim("r1", ["source:dr"], later, TTL)["source:dr"].epoch == 1
+        [holder] = store.lease_holders()
+        assert (holder.owner, holder.epoch, holder.expires) == ("r1", 1, later + TTL)
+        assert store.live_replicas(later, TTL) == ["r1"]
+
+    def test_a_held_lease_changes_hands_only_once_expired(self, store: StateStore) -> None:
+        store.claim("r1", ["source:dr"], NOW, TTL)
+        taken = store.claim("r2", ["source:dr"], NOW + timedelta(seconds=1), TTL)
+        if store.exclusive:  # one process by construction: the newcomer is the only one
+            assert taken == {"source:dr": Lease("source:dr", "r2", 2)}
+            return
+        assert taken == {}
+        after = NOW + TTL + timedelta(milliseconds=1)
+        assert store.claim("r2", ["source:dr"], after, TTL) == {
+            "source:dr": Lease("source:dr", "r2", 2)
+        }
+        # r1 comes back: the lease is r2's now, and r1 is not told it still holds it.
+        assert store.claim("r1", ["source:dr"], after, TTL) == {}
+
+    def test_a_released_lease_is_taken_at_the_next_epoch(self, store: StateStore) -> None:
+        store.claim("r1", ["source:dr", "receiver:slack"], NOW, TTL)
+        store.claim("r1", ["receiver:slack"], NOW, TTL, release=["source:dr"])
+        assert {h.name: h.owner for h in store.lease_holders()} == {
+            "receiver:slack": "r1",
+            "source:dr": None,
+        }
+        assert store.claim("r2", ["source:dr"], NOW, TTL) == {
+            "source:dr": Lease("source:dr", "r2", 2)
+        }
+
+    def test_a_cycle_under_a_lost_lease_commits_nothing(self, store: StateStore) -> None:
+        stale = store.claim("r1", ["source:dr"], NOW, TTL)["source:dr"]
+        store.claim("r1", [], NOW, TTL, release=["source:dr"])
+        store.claim("r2", ["source:dr"], NOW, TTL)
+        with pytest.raises(LeaseLostError, match="held by r2 at epoch 2"):
+            commit(store, [task("a", "FAILED")], lease=stale)
+        assert store.tracked("dr", ["a"]) == {}
+        assert store.needs_baseline("dr")
+        fresh = store.claim("r2", ["source:dr"], NOW, TTL)["source:dr"]
+        commit(store, [task("a", "FAILED")], lease=fresh)
+        assert set(store.tracked("dr", ["a"])) == {"a"}
+
+    def test_replicas_not_seen_within_the_ttl_are_not_live(self, store: StateStore) -> None:
+        store.claim("r1", [], NOW, TTL)
+        store.claim("r2", [], NOW + TTL, TTL)
+        assert store.live_replicas(NOW + TTL, TTL) == ["r1", "r2"]
+        assert store.live_replicas(NOW + TTL + timedelta(seconds=1), TTL) == ["r2"]

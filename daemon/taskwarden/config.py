@@ -171,6 +171,42 @@ SourceName = Annotated[str, AfterValidator(_check_name)]
 
 class StateSettings(_Section):
     path: Path = Path("/var/lib/taskwarden/state.db")
+    """The embedded SQLite state (one replica): used unless ``url`` is set."""
+    url: str | None = None
+    """``postgresql://user@host:5432/db``: the shared state of several replicas. The
+    password is a secret (``state.password``), never part of the URL."""
+    password: SecretStr | None = None
+    migrate: bool = False
+    """Apply schema migrations to the shared database at start (one replica, told so);
+    otherwise ``taskwarden migrate`` does."""
+    lease_ttl: Duration = timedelta(seconds=15)
+    """How long a replica's claim on a source or receiver lasts without renewal: a dead
+    replica's work is taken over within two of these."""
+    replica: str | None = None
+    """This replica's name in ``taskwarden state`` (default: host name and process id)."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("must be a postgresql:// URL")
+        if parsed.password:
+            raise ValueError(
+                "must not contain a password: give it as the secret state.password "
+                "(TASKWARDEN_STATE__PASSWORD or a credential file state__password); the "
+                "value is a secret and is not shown"
+            )
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _sane_ttl(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=3):
+            raise ValueError("must be at least 3s (claims are renewed every third of it)")
+        return value
 
 
 # --- receivers ------------------------------------------------------------------------------

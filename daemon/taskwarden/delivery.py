@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Container
     from datetime import datetime
 
     from taskwarden.alerts import Notification
@@ -57,8 +58,11 @@ class Outbox(Protocol):
 
     def enqueue(self, notification: Notification, now: datetime) -> int: ...
 
-    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
-        """Per receiver, its pending entries in order, while its oldest one is due."""
+    def due_notifications(
+        self, now: datetime, limit: int = 500, receivers: Container[str] | None = None
+    ) -> list[OutboxItem]:
+        """Per receiver (of ``receivers``, or all), its pending entries in order, while its
+        oldest one is due."""
         ...
 
     def thread_ref(self, thread_key: str) -> str | None: ...

@@ -98,12 +98,22 @@ class SchemaTooNewError(StateError):
     """The state file was written by a newer taskwarden; refusing to touch it."""
 
 
+class SchemaOutdatedError(StateError):
+    """A shared database at an older schema: `taskwarden migrate` brings it up to date
+    (a replica never migrates a shared database on its own unless told)."""
+
+
 class StateCorruptError(StateError):
     """The state file is not a readable taskwarden database, or a stored row cannot be
     decoded: the file is moved aside and polling restarts from the lookback."""
 
 
 # --- notifications -------------------------------------------------------------------------
+
+
+class LeaseLostError(TaskwardenError):
+    """A fenced commit found that its lease moved on to another replica (or was released):
+    the cycle is discarded, not failed; the lease's holder polls again."""
 
 
 class DeliveryError(TaskwardenError):

@@ -19,7 +19,7 @@ import structlog
 
 from taskwarden.alerting import Alerting
 from taskwarden.diff import StatusChanged, TaskAppeared, TaskGone, diff, is_change
-from taskwarden.errors import SourceError, StateError
+from taskwarden.errors import LeaseLostError, SourceError, StateError
 from taskwarden.health import source_health
 from taskwarden.rules import RuleInput, evaluate, wants_details
 from taskwarden.sources.http import counting_calls
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from taskwarden.diff import Event
     from taskwarden.model import Task, TaskDetails
     from taskwarden.sources.base import Source
-    from taskwarden.state.protocol import PollStore
+    from taskwarden.state.protocol import Lease, PollStore
 
 log = structlog.get_logger(__name__)
 _cycle_ids = itertools.count(1)
@@ -95,11 +95,20 @@ async def poll_once(
     *,
     dry_run: bool = False,
     alerting: Alerting | None = None,
+    lease: Lease | None = None,
 ) -> CycleReport:
-    """Run one cycle; raises (nothing committed) if the scan or the commit fails."""
+    """Run one cycle; raises (nothing committed) if the scan or the commit fails, or if
+    ``lease`` moved on to another replica meanwhile (`LeaseLostError`)."""
     with counting_calls() as calls:
         return await _poll_once(
-            source, store, settings, now, calls=calls, dry_run=dry_run, alerting=alerting
+            source,
+            store,
+            settings,
+            now,
+            calls=calls,
+            dry_run=dry_run,
+            alerting=alerting,
+            lease=lease,
         )
 
 
@@ -112,6 +121,7 @@ async def _poll_once(
     calls: Counter[str],
     dry_run: bool,
     alerting: Alerting | None,
+    lease: Lease | None,
 ) -> CycleReport:
     alerting = alerting or Alerting()
     cycle_id = next(_cycle_ids)
@@ -163,6 +173,7 @@ async def _poll_once(
                 api_calls=calls.total(),
                 prune_before=prune_before,
                 alerts=alerting.route_output(output),
+                lease=lease,
             ),
             dry_run=dry_run,
         )
@@ -238,6 +249,7 @@ async def poll_or_report(
     *,
     alerting: Alerting,
     dry_run: bool = False,
+    lease: Lease | None = None,
 ) -> CycleReport | PollFailed:
     """`poll_once` within its deadline; any failure becomes a recorded failed poll and the
     source-health alerts it warrants.
@@ -245,16 +257,23 @@ async def poll_or_report(
     Whatever the exception (a vendor error, the deadline, a bug), the cycle ends as a
     failure that is logged, recorded in the state (``failing_since``, ``last_error``) and
     counted towards ``health.unreachable_after``. Only the state store failing to record it
-    escapes (`StateError`): that is the daemon's own trouble, reported by its caller.
+    escapes (`StateError`): that is the daemon's own trouble, reported by its caller; and a
+    lease lost to another replica (`LeaseLostError`): no failure, the cycle is not ours.
     """
     started = clock()
     with counting_calls() as calls:
         try:
             async with asyncio.timeout(settings.deadline.total_seconds()):
                 return await poll_once(
-                    source, store, settings, started, dry_run=dry_run, alerting=alerting
+                    source,
+                    store,
+                    settings,
+                    started,
+                    dry_run=dry_run,
+                    alerting=alerting,
+                    lease=lease,
                 )
-        except StateError:
+        except (StateError, LeaseLostError):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, whatever it is
             failure = PollFailed(

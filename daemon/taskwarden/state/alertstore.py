@@ -25,19 +25,19 @@ from taskwarden.state.decoding import decoding
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
 if TYPE_CHECKING:
-    import sqlite3
-    from collections.abc import Sequence
+    from collections.abc import Container, Sequence
     from datetime import datetime
 
     from taskwarden.alerts import Alert, Notification
     from taskwarden.routing import AlertBatch, Destination
+    from taskwarden.state.sqlstore import Connection, Row
 
 
 def _ms(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
 
-def active_alerts(conn: sqlite3.Connection, source: str) -> dict[str, Alert]:
+def active_alerts(conn: Connection, source: str) -> dict[str, Alert]:
     rows = conn.execute(
         "SELECT payload FROM alerts WHERE source = ? AND state = 'firing' AND one_shot = 0",
         (source,),
@@ -47,7 +47,7 @@ def active_alerts(conn: sqlite3.Connection, source: str) -> dict[str, Alert]:
     return {a.key: a for a in alerts}
 
 
-def apply_alerts(conn: sqlite3.Connection, batch: AlertBatch, now: datetime) -> None:
+def apply_alerts(conn: Connection, batch: AlertBatch, now: datetime) -> None:
     now_ms = to_epoch_ms(now)
     for routed in batch.fired:
         alert = routed.alert
@@ -91,16 +91,16 @@ def apply_alerts(conn: sqlite3.Connection, batch: AlertBatch, now: datetime) -> 
         )
 
 
-def _ensure_group(conn: sqlite3.Connection, destination: Destination, now_ms: int) -> int:
+def _ensure_group(conn: Connection, destination: Destination, now_ms: int) -> int:
     row = conn.execute(
         "SELECT id FROM groups WHERE group_key = ?", (destination.group_key,)
     ).fetchone()
     if row is not None:
         return int(row[0])
     t = destination.timing
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO groups (receiver, group_key, labels, wait_ms, interval_ms, repeat_ms, "
-        "send_resolved, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "send_resolved, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             destination.receiver,
             destination.group_key,
@@ -111,12 +111,11 @@ def _ensure_group(conn: sqlite3.Connection, destination: Destination, now_ms: in
             int(t.send_resolved),
             now_ms,
         ),
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    ).fetchone()
+    return int(row[0])
 
 
-def _group_from(row: sqlite3.Row) -> GroupState:
+def _group_from(row: Row) -> GroupState:
     def opt(value: int | None) -> datetime | None:
         return None if value is None else from_epoch_ms(value)
 
@@ -138,7 +137,7 @@ def _group_from(row: sqlite3.Row) -> GroupState:
     )
 
 
-def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> list[Notification]:
+def flush(conn: Connection, now: datetime, *, force: bool = False) -> list[Notification]:
     """Turn every due group into at most one outbox entry."""
     now_ms = to_epoch_ms(now)
     muter = Silences([s for s in silences(conn) if s.is_active(now)])
@@ -197,26 +196,30 @@ def flush(conn: sqlite3.Connection, now: datetime, *, force: bool = False) -> li
 
 
 def _insert_outbox(
-    conn: sqlite3.Connection, notification: Notification, thread_key: str | None, now_ms: int
+    conn: Connection, notification: Notification, thread_key: str | None, now_ms: int
 ) -> int:
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO outbox (receiver, thread_key, payload, created_ms, next_attempt_ms) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?) RETURNING id",
         (notification.receiver, thread_key, encode_notification(notification), now_ms, now_ms),
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+    ).fetchone()
+    return int(row[0])
 
 
-def enqueue(conn: sqlite3.Connection, notification: Notification, now: datetime) -> int:
+def enqueue(conn: Connection, notification: Notification, now: datetime) -> int:
     return _insert_outbox(conn, notification, None, to_epoch_ms(now))
 
 
 def due(
-    conn: sqlite3.Connection, now: datetime, limit: int, per_receiver: int = 100
+    conn: Connection,
+    now: datetime,
+    limit: int,
+    per_receiver: int = 100,
+    receivers: Container[str] | None = None,
 ) -> list[OutboxItem]:
-    """Per receiver, its pending entries in order, if its oldest is due: a receiver is a
-    FIFO, and an entry waiting for a retry holds back the ones behind it."""
+    """Per receiver (of ``receivers``, or all), its pending entries in order, if its oldest
+    is due: a receiver is a FIFO, and an entry waiting for a retry holds back the ones
+    behind it."""
     now_ms = to_epoch_ms(now)
     heads = conn.execute(
         "SELECT o.receiver, o.next_attempt_ms FROM outbox o INDEXED BY outbox_fifo "
@@ -224,9 +227,11 @@ def due(
         "      WHERE state = 'pending' GROUP BY receiver) h ON o.id = h.head "
         "ORDER BY o.id"
     ).fetchall()
-    rows: list[sqlite3.Row] = []
+    rows: list[Row] = []
     for head in heads:
         if head["next_attempt_ms"] > now_ms or len(rows) >= limit:
+            continue
+        if receivers is not None and head["receiver"] not in receivers:
             continue
         rows.extend(
             conn.execute(
@@ -249,9 +254,7 @@ def due(
         ]
 
 
-def mark_sent(
-    conn: sqlite3.Connection, item: OutboxItem, now: datetime, thread_ref: str | None
-) -> None:
+def mark_sent(conn: Connection, item: OutboxItem, now: datetime, thread_ref: str | None) -> None:
     now_ms = to_epoch_ms(now)
     conn.execute(
         "UPDATE outbox SET state = 'sent', done_ms = ?, attempts = attempts + 1, "
@@ -267,9 +270,7 @@ def mark_sent(
         )
 
 
-def mark_retry(
-    conn: sqlite3.Connection, item: OutboxItem, next_attempt: datetime, error: str
-) -> None:
+def mark_retry(conn: Connection, item: OutboxItem, next_attempt: datetime, error: str) -> None:
     conn.execute(
         "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? "
         "WHERE id = ?",
@@ -278,7 +279,7 @@ def mark_retry(
 
 
 def mark_dead(
-    conn: sqlite3.Connection,
+    conn: Connection,
     item: OutboxItem,
     now: datetime,
     error: str,
@@ -296,19 +297,19 @@ def mark_dead(
         flush(conn, now)
 
 
-def thread_ref(conn: sqlite3.Connection, thread_key: str) -> str | None:
+def thread_ref(conn: Connection, thread_key: str) -> str | None:
     row = conn.execute("SELECT ref FROM threads WHERE thread_key = ?", (thread_key,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def outbox_depth(conn: sqlite3.Connection) -> tuple[int, datetime | None]:
+def outbox_depth(conn: Connection) -> tuple[int, datetime | None]:
     count, oldest = conn.execute(
         "SELECT COUNT(*), MIN(created_ms) FROM outbox WHERE state = 'pending'"
     ).fetchone()
     return int(count), None if oldest is None else from_epoch_ms(oldest)
 
 
-def prune(conn: sqlite3.Connection, before: datetime) -> None:
+def prune(conn: Connection, before: datetime) -> None:
     """Forget finished notifications, old threads, and alerts that nobody holds any more."""
     cutoff = to_epoch_ms(before)
     conn.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?", (cutoff,))
@@ -323,13 +324,13 @@ def prune(conn: sqlite3.Connection, before: datetime) -> None:
 # --- silences -----------------------------------------------------------------------------------
 
 
-def silences(conn: sqlite3.Connection) -> list[Silence]:
+def silences(conn: Connection) -> list[Silence]:
     rows = conn.execute("SELECT * FROM silences ORDER BY starts_ms, id").fetchall()
     with decoding("silence"):
         return [_silence_from(r) for r in rows]
 
 
-def _silence_from(row: sqlite3.Row) -> Silence:
+def _silence_from(row: Row) -> Silence:
     return Silence(
         silence_id=row["id"],
         matchers=parse_all(json.loads(row["matchers"])),
@@ -353,7 +354,7 @@ def _silence_row(silence: Silence) -> tuple[Any, ...]:
     )
 
 
-def add_silence(conn: sqlite3.Connection, silence: Silence) -> None:
+def add_silence(conn: Connection, silence: Silence) -> None:
     conn.execute(
         "INSERT INTO silences (id, matchers, starts_ms, ends_ms, comment, created_by, origin) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET matchers = excluded.matchers, "
@@ -363,15 +364,15 @@ def add_silence(conn: sqlite3.Connection, silence: Silence) -> None:
     )
 
 
-def expire_silence(conn: sqlite3.Connection, silence_id: str, now: datetime) -> bool:
+def expire_silence(conn: Connection, silence_id: str, now: datetime) -> bool:
     cursor = conn.execute(
-        "UPDATE silences SET ends_ms = MIN(ends_ms, ?) WHERE id = ?",
-        (to_epoch_ms(now), silence_id),
+        "UPDATE silences SET ends_ms = CASE WHEN ends_ms < ? THEN ends_ms ELSE ? END WHERE id = ?",
+        (to_epoch_ms(now), to_epoch_ms(now), silence_id),
     )
     return cursor.rowcount > 0
 
 
-def sync_config_silences(conn: sqlite3.Connection, configured: Sequence[Silence]) -> None:
+def sync_config_silences(conn: Connection, configured: Sequence[Silence]) -> None:
     conn.execute("DELETE FROM silences WHERE origin = 'config'")
     for silence in configured:
         add_silence(conn, silence)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from taskwarden.alerts import Alert, Notification
     from taskwarden.diff import Event
@@ -21,6 +21,28 @@ if TYPE_CHECKING:
     from taskwarden.routing import AlertBatch, Silence
 
 from taskwarden.delivery import Outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to poll a source (or deliver a receiver's outbox) among replicas.
+
+    A cycle's commit checks, in its own transaction, that its lease is still at this epoch:
+    a replica that lost it (paused, cut off) can never commit a stale cycle."""
+
+    name: str
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """Who holds a lease (``owner`` None: released), for `taskwarden state`."""
+
+    name: str
+    owner: str | None
+    epoch: int
+    expires: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +61,8 @@ class CycleCommit:
     alerts: AlertBatch | None = None
     flush: bool = True
     """Turn due groups into outbox entries in the same transaction."""
+    lease: Lease | None = None
+    """The lease the cycle was polled under: the commit is refused once it moved on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +82,7 @@ class StateSummary:
     schema_version: int
     sources: tuple[SourceStatus, ...]
     journal_entries: int
+    leases: tuple[LeaseHolder, ...] = ()
 
 
 class TaskStore(Protocol):
@@ -118,11 +143,37 @@ class SilenceStore(Protocol):
         ...
 
 
+class LeaseStore(Protocol):
+    """Who polls which source and delivers which receiver's outbox, among replicas."""
+
+    exclusive: bool
+    """One process at a time by construction (SQLite's file lock): every lease is ours."""
+
+    def claim(
+        self,
+        owner: str,
+        names: Iterable[str],
+        now: datetime,
+        ttl: timedelta,
+        *,
+        release: Iterable[str] = (),
+    ) -> dict[str, Lease]:
+        """Renew or take ``names`` (another owner's only once expired), give up
+        ``release``, and mark ``owner`` alive; returns what ``owner`` holds now."""
+        ...
+
+    def live_replicas(self, now: datetime, ttl: timedelta) -> list[str]:
+        """Owners that claimed within ``ttl``, in order."""
+        ...
+
+    def lease_holders(self) -> list[LeaseHolder]: ...
+
+
 class PollStore(TaskStore, AlertStore, Protocol):
     """What a poll cycle uses: its tasks, and the alerts its rules read and write."""
 
 
-class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, Protocol):
+class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, LeaseStore, Protocol):
     """Every port of the state, as one backend provides them."""
 
     def probe_write(self) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = """
 CREATE TABLE meta (
@@ -179,11 +179,31 @@ DROP TABLE groups;
 ALTER TABLE groups_v4 RENAME TO groups;
 """
 
+# Leases: who polls which source and delivers which receiver's outbox (a replica each, on a
+# shared PostgreSQL; always this process on SQLite, whose file lock makes it the only one).
+# The epoch only grows: a cycle's commit checks it, so a replica that lost its lease can
+# never commit a stale cycle. Replicas mark themselves alive when they claim.
+LEASES = """
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    owner       TEXT,
+    epoch       BIGINT NOT NULL,
+    expires_ms  BIGINT NOT NULL,
+    acquired_ms BIGINT NOT NULL
+);
+CREATE TABLE replicas (
+    owner      TEXT PRIMARY KEY,
+    seen_ms    BIGINT NOT NULL,
+    started_ms BIGINT NOT NULL
+);
+"""
+
 MIGRATIONS: dict[int, str] = {
     1: _V1,
     2: _V2_ALERTING,
     3: _V3_STATUS_INDEX,
     4: _V4_THREADS,
+    5: LEASES,
 }
 """MIGRATIONS[n] takes a file from version n-1 to version n."""
 

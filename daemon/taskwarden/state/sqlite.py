@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import structlog
 
-from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone, TaskUpdated
 from taskwarden.errors import (
     SchemaTooNewError,
     StateBusyError,
@@ -22,39 +19,21 @@ from taskwarden.errors import (
     StateMissingError,
     StateUnavailableError,
 )
-from taskwarden.logs import Redactor
-from taskwarden.model import OpenTask, Phase, Product, SourceView, Task
-from taskwarden.state import alertstore
-from taskwarden.state.decoding import decoding
 from taskwarden.state.lock import StateLock, create_private
-from taskwarden.state.protocol import CycleCommit, SourceStatus, StateSummary
 from taskwarden.state.schema import SCHEMA_VERSION, migrate
-from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
+from taskwarden.state.sqlstore import SqlStateStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Iterator
     from datetime import datetime
 
-    from taskwarden.alerts import Alert, Notification
-    from taskwarden.delivery import OutboxItem
-    from taskwarden.diff import Event
-    from taskwarden.routing import AlertBatch, Silence
+    from taskwarden.logs import Redactor
 
 log = structlog.get_logger(__name__)
 
-_OPEN_PHASES = (Phase.OPEN.value, Phase.RUNNING.value, Phase.UNKNOWN.value)
-_TERMINAL_PHASES = tuple(p.value for p in Phase if p.is_terminal)
-_IN_CHUNK = 500
-"""SQLite caps bound parameters per statement; id lists are sent in chunks."""
-
-_TASK_COLUMNS = "task_id, status, phase, kind, received_ms, finished_ms, products, uri, attributes"
-_JOINED_TASK_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
 
 _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def translate(exc: sqlite3.Error, what: str = "state file") -> StateError:
@@ -64,6 +43,9 @@ def translate(exc: sqlite3.Error, what: str = "state file") -> StateError:
     primary = code & 0xFF if isinstance(code, int) else None
     if primary in _CORRUPT_CODES or type(exc) is sqlite3.DatabaseError:
         return StateCorruptError(f"{what}: {exc}")
+    if str(exc).startswith("Could not decode to UTF-8"):
+        # A damaged text column: the row factory fails before our decoding sees it.
+        return StateCorruptError(f"{what}: {exc}")
     if primary in _BUSY_CODES:
         return StateBusyError(
             f"{what} is busy: another connection held it past the wait ({exc}); nothing was "
@@ -72,70 +54,12 @@ def translate(exc: sqlite3.Error, what: str = "state file") -> StateError:
     return StateUnavailableError(f"{what}: {exc}")
 
 
-def guarded(method: Callable[P, R]) -> Callable[P, R]:
-    """A store method whose SQLite errors surface as `StateError`s; text that is not
-    UTF-8 (SQLite hands it over as it is stored) is damage."""
+class SqliteStateStore(SqlStateStore):
+    """`StateStore` on one SQLite file; holds the file's lock while open."""
 
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        except UnicodeDecodeError as exc:
-            raise StateCorruptError(f"state file: a stored text is not UTF-8 ({exc})") from exc
-
-    return call
-
-
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else to_epoch_ms(moment)
-
-
-def _dt(value: int | None) -> datetime | None:
-    return None if value is None else from_epoch_ms(value)
-
-
-def _task_row(task: Task) -> tuple[Any, ...]:
-    products = [[p.product_id, p.external_reference_id, p.product_type] for p in task.products]
-    return (
-        task.task_id,
-        task.status,
-        task.phase.value,
-        task.kind,
-        to_epoch_ms(task.received_time),
-        _ms(task.finished_time),
-        json.dumps(products, separators=(",", ":")),
-        task.uri,
-        json.dumps(task.attributes, separators=(",", ":")),
-    )
-
-
-def _task_from_row(source: str, row: sqlite3.Row) -> Task:
-    with decoding("task"):
-        return _decode_task(source, row)
-
-
-def _decode_task(source: str, row: sqlite3.Row) -> Task:
-    return Task(
-        source=source,
-        task_id=row["task_id"],
-        status=row["status"],
-        phase=Phase(row["phase"]),
-        kind=row["kind"],
-        received_time=from_epoch_ms(row["received_ms"]),
-        finished_time=_dt(row["finished_ms"]),
-        products=tuple(Product(*p) for p in json.loads(row["products"])),
-        uri=row["uri"],
-        attributes=tuple((str(k), str(v)) for k, v in json.loads(row["attributes"])),
-    )
-
-
-class SqliteStateStore:
-    """`StateStore` on one SQLite file; holds the file's lock while open.
-
-    Every public method raises `StateError`s only: `StateCorruptError` when the file or a
-    row in it is damaged, `StateUnavailableError` when it cannot be written now."""
+    driver_errors = (sqlite3.Error,)
+    schema_version = SCHEMA_VERSION
+    exclusive = True
 
     def __init__(
         self,
@@ -146,14 +70,23 @@ class SqliteStateStore:
         read_only: bool = False,
         redactor: Redactor | None = None,
     ) -> None:
+        super().__init__(redactor)
         self._conn = conn
         self.path = path
         self._lock = lock
         self.read_only = read_only
-        self._redact = redactor if redactor is not None else Redactor()
-        """Every error text and payload written passes through it: no secret is stored."""
 
-    # --- transactions -------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def translate(self, exc: Exception) -> StateError:
+        assert isinstance(exc, sqlite3.Error)
+        return translate(exc)
 
     @contextlib.contextmanager
     def transaction(self, *, rollback: bool = False) -> Iterator[sqlite3.Connection]:
@@ -171,6 +104,11 @@ class SqliteStateStore:
                     self._conn.execute("ROLLBACK")
             raise
 
+    def after_large_commit(self) -> None:
+        # A catch-up grew the WAL to the size of its writes; give the disk back now
+        # rather than keep it for the life of the process.
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def quarantine(self, now: datetime, reason: str) -> Path:
         """Damage found while running: close the file and move it aside, keeping the lock,
         so that the next start begins a fresh state (reporting, not baselining)."""
@@ -182,21 +120,6 @@ class SqliteStateStore:
             self._lock = None
         return target
 
-    @guarded
-    def probe_write(self) -> None:
-        """A tiny durable write: raises while the state cannot be written (disk full)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_write_probe', '1') "
-                "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
@@ -204,329 +127,11 @@ class SqliteStateStore:
             self._lock.release()
             self._lock = None
 
-    # --- meta -----------------------------------------------------------------------------
-
-    @guarded
-    def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    @guarded
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    # --- reads ------------------------------------------------------------------------------
-
-    @guarded
-    def source_view(self, source: str) -> SourceView:
-        row = self._conn.execute(
-            "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
-        ).fetchone()
-        open_rows = self._open_rows(source)
-        return SourceView(
-            checkpoint=_dt(row["checkpoint_ms"]) if row is not None else None,
-            open_tasks=tuple(
-                OpenTask(r["task_id"], from_epoch_ms(r["received_ms"])) for r in open_rows
-            ),
-        )
-
-    def _open_rows(self, source: str) -> list[sqlite3.Row]:
-        """Open tasks, oldest first, through the phase index.
-
-        Without statistics SQLite may prefer the primary key (all of the source's rows: a
-        scan of the window, 15 ms at 100k tasks) or, with ORDER BY, the received-time index;
-        INDEXED BY pins the plan. The open set is small, so it is sorted here."""
-        rows = self._conn.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_phase "  # noqa: S608 - constant column list
-            "WHERE source = ? AND phase IN (?, ?, ?)",
-            (source, *_OPEN_PHASES),
-        ).fetchall()
-        return sorted(rows, key=lambda r: (r["received_ms"], r["task_id"]))
-
-    @guarded
-    def tracked(self, source: str, task_ids: Iterable[str]) -> dict[str, Task]:
-        ids = list(dict.fromkeys(task_ids))
-        found: dict[str, Task] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE source = ? AND task_id IN ({marks})",  # noqa: S608 - placeholders only
-                (source, *chunk),
-            )
-            for row in rows:
-                found[row["task_id"]] = _task_from_row(source, row)
-        return found
-
-    @guarded
-    def needs_baseline(self, source: str) -> bool:
-        """A fresh file's first poll is a baseline; after a corrupt-file recovery it is not,
-        because failures may have happened while the old state was unreadable."""
-        if self.get_meta("recovered_from") is not None:
-            return False
-        row = self._conn.execute(
-            "SELECT checkpoint_ms FROM sources WHERE source = ?", (source,)
-        ).fetchone()
-        return row is None or row["checkpoint_ms"] is None
-
-    @guarded
-    def journal(self, source: str | None = None) -> list[sqlite3.Row]:
-        """The transition journal, oldest first (inspection and tests)."""
-        if source is None:
-            return self._conn.execute("SELECT * FROM journal ORDER BY id").fetchall()
-        return self._conn.execute(
-            "SELECT * FROM journal WHERE source = ? ORDER BY id", (source,)
-        ).fetchall()
-
-    @guarded
-    def summary(self) -> StateSummary:
-        sources = []
-        for row in self._conn.execute("SELECT * FROM sources ORDER BY source").fetchall():
-            name = row["source"]
-            counts = dict(
-                self._conn.execute(
-                    "SELECT status, COUNT(*) FROM tasks INDEXED BY tasks_by_status "
-                    "WHERE source = ? GROUP BY status",
-                    (name,),
-                ).fetchall()
-            )
-            open_rows = self._open_rows(name)
-            sources.append(
-                SourceStatus(
-                    source=name,
-                    checkpoint=_dt(row["checkpoint_ms"]),
-                    last_success=_dt(row["last_success_ms"]),
-                    last_strategy=row["last_strategy"],
-                    last_api_calls=row["last_api_calls"],
-                    tasks_by_status={str(k): int(v) for k, v in counts.items()},
-                    open_tasks=tuple(_task_from_row(name, r) for r in open_rows),
-                )
-            )
-        journal_entries = self._conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
-        return StateSummary(
-            path=str(self.path),
-            schema_version=SCHEMA_VERSION,
-            sources=tuple(sources),
-            journal_entries=int(journal_entries),
-        )
-
-    # --- the one write path of a poll -------------------------------------------------------
-
-    @guarded
-    def commit_cycle(
-        self, source: str, commit: CycleCommit, *, dry_run: bool = False
-    ) -> list[Notification]:
-        now_ms = to_epoch_ms(commit.now)
-        made: list[Notification] = []
-        with self.transaction(rollback=dry_run) as conn:
-            self._apply_events(conn, source, commit, now_ms)
-            conn.execute(
-                "INSERT INTO sources (source, checkpoint_ms, last_success_ms, last_strategy, "
-                "last_api_calls) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
-                "checkpoint_ms = MAX(COALESCE(checkpoint_ms, 0), excluded.checkpoint_ms), "
-                "last_success_ms = excluded.last_success_ms, "
-                "last_strategy = excluded.last_strategy, "
-                "last_api_calls = excluded.last_api_calls, "
-                "failing_since_ms = NULL, last_error = NULL",
-                (source, to_epoch_ms(commit.checkpoint), now_ms, commit.strategy, commit.api_calls),
-            )
-            if commit.alerts:
-                alertstore.apply_alerts(conn, self._redact.deep(commit.alerts), commit.now)
-            if commit.flush:
-                made = alertstore.flush(conn, commit.now, force=dry_run)
-            if commit.prune_before is not None:
-                alertstore.prune(conn, commit.prune_before)
-                cutoff = to_epoch_ms(commit.prune_before)
-                conn.execute(
-                    "DELETE FROM tasks INDEXED BY tasks_by_phase "
-                    "WHERE source = ? AND phase IN (?, ?, ?) AND received_ms < ?",
-                    (source, *_TERMINAL_PHASES, cutoff),
-                )
-                conn.execute(
-                    "DELETE FROM journal WHERE source = ? AND observed_ms < ?", (source, cutoff)
-                )
-        if len(commit.events) >= LARGE_COMMIT and not dry_run:
-            # A catch-up grew the WAL to the size of its writes; give the disk back now
-            # rather than keep it for the life of the process.
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return made
-
-    # --- alerts, outbox, silences (see state/alertstore.py) -----------------------------------
-
-    @guarded
-    def active_alerts(self, source: str) -> dict[str, Alert]:
-        return alertstore.active_alerts(self._conn, source)
-
-    @guarded
-    def recent_failures(self, source: str, since: datetime) -> list[tuple[datetime, Task]]:
-        rows = self._conn.execute(
-            f"SELECT j.observed_ms, {_JOINED_TASK_COLUMNS} "  # noqa: S608 - constant column list
-            "FROM journal j JOIN tasks t ON t.source = j.source AND t.task_id = j.task_id "
-            "WHERE j.source = ? AND j.observed_ms >= ? AND j.baseline = 0 "
-            "AND t.phase = ? AND j.new_status = t.status ORDER BY j.observed_ms",
-            (source, to_epoch_ms(since), Phase.FAILED.value),
-        ).fetchall()
-        return [(from_epoch_ms(r["observed_ms"]), _task_from_row(source, r)) for r in rows]
-
-    @guarded
-    def record_poll_failure(self, source: str, now: datetime, error: str) -> datetime:
-        now_ms = to_epoch_ms(now)
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sources (source, failing_since_ms, last_error) VALUES (?, ?, ?) "
-                "ON CONFLICT (source) DO UPDATE SET "
-                "failing_since_ms = COALESCE(failing_since_ms, excluded.failing_since_ms), "
-                "last_error = excluded.last_error",
-                (source, now_ms, self._redact(error)),
-            )
-            row = conn.execute(
-                "SELECT failing_since_ms FROM sources WHERE source = ?", (source,)
-            ).fetchone()
-        return from_epoch_ms(row[0])
-
-    @guarded
-    def apply_alerts(
-        self, batch: AlertBatch, now: datetime, *, dry_run: bool = False
-    ) -> list[Notification]:
-        with self.transaction(rollback=dry_run) as conn:
-            alertstore.apply_alerts(conn, self._redact.deep(batch), now)
-            return alertstore.flush(conn, now, force=dry_run)
-
-    @guarded
-    def flush(self, now: datetime, *, force: bool = False) -> list[Notification]:
-        with self.transaction() as conn:
-            return alertstore.flush(conn, now, force=force)
-
-    @guarded
-    def enqueue(self, notification: Notification, now: datetime) -> int:
-        with self.transaction() as conn:
-            return alertstore.enqueue(conn, self._redact.deep(notification), now)
-
-    @guarded
-    def due_notifications(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
-        return alertstore.due(self._conn, now, limit)
-
-    @guarded
-    def thread_ref(self, thread_key: str) -> str | None:
-        return alertstore.thread_ref(self._conn, thread_key)
-
-    @guarded
-    def mark_sent(self, item: OutboxItem, now: datetime, thread_ref: str | None) -> None:
-        with self.transaction() as conn:
-            alertstore.mark_sent(conn, item, now, thread_ref)
-
-    @guarded
-    def mark_retry(self, item: OutboxItem, next_attempt: datetime, error: str) -> None:
-        with self.transaction() as conn:
-            alertstore.mark_retry(conn, item, next_attempt, self._redact(error))
-
-    @guarded
-    def mark_dead(
-        self, item: OutboxItem, now: datetime, error: str, notice: AlertBatch | None = None
-    ) -> None:
-        with self.transaction() as conn:
-            notice = self._redact.deep(notice) if notice is not None else None
-            alertstore.mark_dead(conn, item, now, self._redact(error), notice)
-
-    @guarded
-    def outbox_depth(self) -> tuple[int, datetime | None]:
-        return alertstore.outbox_depth(self._conn)
-
-    @guarded
-    def task_counts(self) -> dict[tuple[str, str], int]:
-        rows = self._conn.execute(
-            "SELECT source, status, COUNT(*) FROM tasks INDEXED BY tasks_by_status "
-            "GROUP BY source, status"
-        ).fetchall()
-        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
-
-    @guarded
-    def outbox(self) -> list[sqlite3.Row]:
-        """Every outbox row, oldest first (inspection and tests)."""
-        return self._conn.execute("SELECT * FROM outbox ORDER BY id").fetchall()
-
-    @guarded
-    def alerts(self) -> list[sqlite3.Row]:
-        return self._conn.execute("SELECT * FROM alerts ORDER BY starts_ms, key").fetchall()
-
-    @guarded
-    def silences(self) -> list[Silence]:
-        return alertstore.silences(self._conn)
-
-    @guarded
-    def add_silence(self, silence: Silence) -> None:
-        with self.transaction() as conn:
-            alertstore.add_silence(conn, silence)
-
-    @guarded
-    def expire_silence(self, silence_id: str, now: datetime) -> bool:
-        with self.transaction() as conn:
-            return alertstore.expire_silence(conn, silence_id, now)
-
-    @guarded
-    def sync_config_silences(self, silences: Sequence[Silence]) -> None:
-        with self.transaction() as conn:
-            alertstore.sync_config_silences(conn, silences)
-
-    @staticmethod
-    def _apply_events(
-        conn: sqlite3.Connection, source: str, commit: CycleCommit, now_ms: int
-    ) -> None:
-        """Rows are generated, not listed: a first poll over a large window writes ~100k of
-        each, and building them all at once would double the cycle's peak memory."""
-        baseline = int(commit.baseline)
-        conn.executemany(
-            f"INSERT INTO tasks (source, {_TASK_COLUMNS}, first_seen_ms, last_seen_ms) "  # noqa: S608 - constant column list
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (source, task_id) DO UPDATE SET "
-            "status = excluded.status, phase = excluded.phase, kind = excluded.kind, "
-            "received_ms = excluded.received_ms, finished_ms = excluded.finished_ms, "
-            "products = excluded.products, uri = excluded.uri, attributes = excluded.attributes, "
-            "last_seen_ms = excluded.last_seen_ms",
-            (
-                (source, *_task_row(event.task), now_ms, now_ms)
-                for event in commit.events
-                if not isinstance(event, TaskGone)
-            ),
-        )
-        conn.executemany(
-            "DELETE FROM tasks WHERE source = ? AND task_id = ?",
-            ((source, e.task.task_id) for e in commit.events if isinstance(e, TaskGone)),
-        )
-        conn.executemany(
-            "INSERT INTO journal (source, task_id, old_status, new_status, observed_ms, baseline) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (source, event.task.task_id, *transition, now_ms, baseline)
-                for event in commit.events
-                if (transition := _transition(event)) is not None
-            ),
-        )
-
-
-def _transition(event: Event) -> tuple[str | None, str | None] | None:
-    """(old status, new status) for the journal; None for events that change no status."""
-    if isinstance(event, TaskGone):
-        return (event.task.status, None)
-    if isinstance(event, TaskAppeared):
-        return (None, event.task.status)
-    if isinstance(event, StatusChanged):
-        return (event.old, event.new)
-    assert isinstance(event, (TaskUpdated, StillOpen))
-    return None
-
 
 # --- opening, locking and recovering ---------------------------------------------------------
 
 BUSY_TIMEOUT = 10.0
 """Seconds a statement waits for another connection before failing (never moving the file)."""
-LARGE_COMMIT = 5_000
-"""Events in a commit above which the WAL is checkpointed and truncated at once."""
 WAL_LIMIT = 16 * 1024 * 1024
 """Bytes the WAL is truncated to after a checkpoint (journal_size_limit)."""
 
