@@ -22,7 +22,7 @@ lint: $(STAMP)
 # the systemd unit is checked by tests/test_packaging.py with systemd-analyze verify.
 lint-deploy: $(STAMP)
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/ha/*.yaml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

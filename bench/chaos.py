@@ -35,6 +35,9 @@ import structlog
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "daemon"))
+sys.path.insert(0, str(HERE.parent))  # tests.pgserver: a real PostgreSQL on loopback
+
+from tests.pgserver import PgServer  # noqa: E402
 
 from taskwarden.alerting import Alerting  # noqa: E402 - after sys.path
 from taskwarden.errors import RateLimitedError, StateCorruptError  # noqa: E402
@@ -56,6 +59,7 @@ from taskwarden.sources.digitalriver import (  # noqa: E402
 )
 from taskwarden.sources.http import RetryPolicy  # noqa: E402
 from taskwarden.state import open_state  # noqa: E402
+from taskwarden.state.postgres import open_postgres  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -461,11 +465,13 @@ daemon: {{health_bind: "127.0.0.1:{health}", deliver_interval: 0.2s, shutdown_gr
     return config
 
 
-async def start_daemon(config: Path, slack: SlackServer) -> asyncio.subprocess.Process:
+async def start_daemon(
+    config: Path, slack: SlackServer, **extra: str
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "taskwarden", "--log-format=json", "run", "-c", str(config),
         env=env(TASKWARDEN_SOURCES__DR__API_KEY=KEY,
-                TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN=slack.token),
+                TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN=slack.token, **extra),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -536,6 +542,73 @@ async def kill_soak(tmp: Path, *, rounds: int) -> None:
         held=settled and lost == 0 and duplicates <= kills,
         figures=f"lost {lost}, duplicates {duplicates} ({duplicates / kills:.2f} per kill), "
         f"time to alert p50 {p50:.1f} s (restarts included)",
+    )
+
+
+async def replica_soak(tmp: Path, *, rounds: int) -> None:
+    """Three replicas on one PostgreSQL while tasks keep failing: a random replica is
+    SIGKILLed (and restarted) each round, and PostgreSQL itself every fifth round; every
+    failure told, at most one duplicate per kill."""
+    sim = Simulator(api_key=KEY, seed=13)
+    rng = random.Random(20261128)
+    pg = PgServer().start()
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        url = pg.new_database()
+        open_postgres(url, apply_migrations=True).close()
+        async with running_simulator(sim), running_slack(SlackServer(min_interval=None)) as slack:
+            config = daemon_config(tmp, sim, slack, 0).read_text()
+            config = config.replace(
+                f"state: {{path: {tmp / 'daemon.db'}}}", f'state: {{url: "{url}", lease_ttl: 3s}}'
+            )
+            (tmp / "replica.yaml").write_text(config.replace('health_bind: "127.0.0.1:0", ', ""))
+
+            async def start() -> asyncio.subprocess.Process:
+                health = free_port()
+                proc = await start_daemon(
+                    tmp / "replica.yaml",
+                    slack,
+                    TASKWARDEN_DAEMON__HEALTH_BIND=f"127.0.0.1:{health}",
+                )
+                await until(lambda: healthy(health), 30)
+                return proc
+
+            procs = [await start() for _ in range(3)]
+            await asyncio.sleep(3)  # the baseline poll, the leases spread
+            failed_at: dict[str, float] = {}
+            kills = db_kills = 0
+            for round_no in range(1, rounds + 1):
+                for _ in range(rng.randint(1, 3)):
+                    task = sim.add_task(status="PROCESSING", request_type=rng.choice(("A", "B")))
+                    sim.set_status(task.task_id, "FAILED")
+                    failed_at[task.task_id] = time.monotonic()
+                await asyncio.sleep(rng.uniform(0.2, 2.5))
+                if round_no % 5 == 0:
+                    pg.kill()
+                    db_kills += 1
+                    await asyncio.sleep(rng.uniform(0.5, 3.0))
+                    pg.resume()
+                else:
+                    victim = procs.pop(rng.randrange(len(procs)))
+                    victim.send_signal(signal.SIGKILL)
+                    await victim.wait()
+                    kills += 1
+                    procs.append(await start())
+            settled = await until(lambda: _all_told(slack, failed_at), within=90)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        pg.close()
+    counts = {t: sum(t in m.raw for m in slack.messages) for t in failed_at}
+    lost = sum(1 for c in counts.values() if c == 0)
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    report(
+        f"PostgreSQL, 3 replicas: {kills} replica kills and {db_kills} database kills while "
+        f"{len(failed_at)} tasks fail",
+        held=settled and lost == 0 and duplicates <= kills + db_kills,
+        figures=f"lost {lost}, duplicates {duplicates}",
     )
 
 
@@ -627,6 +700,8 @@ async def main(smoke: bool) -> int:
             await idle_connections(tmp / "idle")
             await api_down(tmp / "down")
         await kill_soak(tmp / "soak", rounds=4 if smoke else 30)
+        (tmp / "replicas").mkdir()
+        await replica_soak(tmp / "replicas", rounds=5 if smoke else 30)
     print()
     print(
         f"taskwarden chaos — {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, "

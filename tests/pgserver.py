@@ -71,10 +71,12 @@ class PgServer:
         return self
 
     def resume(self) -> None:
-        """Start (again) on the same port and data."""
+        """Start (again) on the same port and data. ``fsync=off`` only risks an OS crash;
+        commits stay synchronous, so one acknowledged survives a killed server (the tests
+        kill it)."""
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c full_page_writes=off -c max_connections=200"
         )
         self._run(
             "pg_ctl",
@@ -94,12 +96,21 @@ class PgServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop", check=False)
 
     def kill(self) -> None:
-        """SIGKILL the postmaster (a crash, not a shutdown)."""
+        """SIGKILL the postmaster and its backends (a crash, not a shutdown)."""
         pid_file = self.data / "postmaster.pid"
-        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-            os.kill(int(pid_file.read_text().splitlines()[0]), 9)
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        family = (
+            [pid, *(int(c) for c in children.read_text().split())] if children.exists() else [pid]
+        )
+        for member in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, 9)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.accepts():
+        while time.monotonic() < deadline and any(Path(f"/proc/{m}").exists() for m in family):
             time.sleep(0.05)
 
     def accepts(self) -> bool:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -47,10 +48,11 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert result.stderr.strip() == "", result.stderr  # warnings (unknown keys, bad values) too
 
 
-def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    configmap = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "configmap.yaml").read_text())
+def shipped_config(
+    configmap_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dict[str, Any]]:
+    """The ConfigMap's configuration and team file on disk, the Secret as credential files."""
+    configmap: dict[str, Any] = yaml.safe_load(configmap_file.read_text())
     (tmp_path / "teams").mkdir()
     (tmp_path / "teams" / "catalog.yaml").write_text(configmap["data"]["catalog.yaml"])
     config = tmp_path / "taskwarden.yaml"
@@ -61,6 +63,15 @@ def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
     for name, value in secret["stringData"].items():
         (credentials / name).write_text(value)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    return config, configmap
+
+
+def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = shipped_config(
+        ROOT / "deploy" / "kubernetes" / "configmap.yaml", tmp_path, monkeypatch
+    )
     settings = load_settings(config)
     assert settings.daemon.health_bind == "0.0.0.0:9464"
     assert build_alerting(settings, config).teams[0].name == "catalog"
@@ -73,3 +84,22 @@ def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"requests", "limits"} <= set(container["resources"])
+
+
+def test_the_ha_variant_shares_a_database_and_survives_disruptions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ha = ROOT / "deploy" / "kubernetes" / "ha"
+    config, configmap = shipped_config(ha / "configmap.yaml", tmp_path, monkeypatch)
+    settings = load_settings(config)
+    assert settings.state.url is not None
+    assert settings.state.url.startswith("postgresql://")
+    assert settings.state.password is not None
+    deployment, budget = yaml.safe_load_all((ha / "deployment.yaml").read_text())
+    spec = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert all("persistentVolumeClaim" not in v for v in spec["volumes"])
+    assert "podAntiAffinity" in spec["affinity"]
+    assert spec["volumes"][0]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert budget["kind"] == "PodDisruptionBudget"
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]

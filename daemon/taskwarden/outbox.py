@@ -44,7 +44,7 @@ from taskwarden.routing import AlertBatch, RoutedAlert, fallback_destination
 from taskwarden.timeutil import utc_now
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
     from datetime import datetime
 
     from taskwarden.alerts import Notification
@@ -155,8 +155,11 @@ class OutboxSender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_state_error: Callable[[StateError], None] | None = None,
         redact: Callable[[Notification], Notification] | None = None,
+        deliver_to: Callable[[], Container[str]] | None = None,
     ) -> None:
+        """``deliver_to``: the receivers this replica delivers (its leases); all if None."""
         self._store = store
+        self._deliver_to = deliver_to
         self._receivers = dict(receivers)
         self._settings = settings or DeliverySettings()
         self._clock = clock
@@ -206,7 +209,11 @@ class OutboxSender:
             self._state_failed(exc)
         items = [
             item
-            for item in self._store.due_notifications(self._clock(), limit)
+            for item in self._store.due_notifications(
+                self._clock(),
+                limit,
+                receivers=self._deliver_to() if self._deliver_to is not None else None,
+            )
             if item.outbox_id not in self._unrecorded
         ]
         by_receiver: dict[str, list[OutboxItem]] = {}

@@ -19,9 +19,16 @@ import structlog
 
 from taskwarden.errors import StateCorruptError, StateError
 from taskwarden.outbox import OutboxSender, Receiver
+from taskwarden.service.leases import (
+    OUTBOX_ORPHANS,
+    HeldReceivers,
+    Leases,
+    receiver_lease,
+    replica_name,
+    source_lease,
+)
 from taskwarden.service.metrics import Metrics
 from taskwarden.service.trouble import Trouble
-from taskwarden.state import open_state
 from taskwarden.timeutil import utc_now
 from taskwarden.wiring import (
     build_alerting,
@@ -29,6 +36,7 @@ from taskwarden.wiring import (
     build_sources,
     configured_silences,
     delivery_settings,
+    open_configured_state,
     open_http,
     settings_secrets,
 )
@@ -47,7 +55,7 @@ if TYPE_CHECKING:
     from taskwarden.logs import Redactor
     from taskwarden.outbox import DeliveryReport, DeliverySettings
     from taskwarden.sources.http import CallMeter
-    from taskwarden.state.protocol import StateStore
+    from taskwarden.state.protocol import Lease, StateStore
     from taskwarden.wiring import ConfiguredSource
 
 log = structlog.get_logger(__name__)
@@ -102,9 +110,13 @@ class Runtime:
         extra_notifiers: Mapping[str, Notifier] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         snapshot: bool = False,
+        share_leases: bool = True,
     ) -> None:
         """``snapshot``: work on an in-memory copy of the state (dry runs): no lock is
-        taken and nothing reaches the file."""
+        taken and nothing reaches the file (on PostgreSQL: every write is discarded).
+        ``share_leases`` False (a one-off run): take every lease no replica holds, not a
+        share of them."""
+        self._share_leases = share_leases
         self._loaded = loaded
         self._snapshot = snapshot
         self.redactor = redactor
@@ -125,6 +137,7 @@ class Runtime:
         self.stopping = False
         self._wiring: Wiring | None = None
         self._store: StateStore | None = None
+        self._leases: Leases | None = None
         self._sender: OutboxSender | None = None
         self.http: httpx.AsyncClient | None = None
 
@@ -139,17 +152,22 @@ class Runtime:
                 self._loaded, self.http, meter=self.metrics, extra_notifiers=self._extra_notifiers
             )
             self._store = self._stack.enter_context(
-                open_state(
-                    settings.state.path,
-                    now=self.clock(),
-                    redactor=self.redactor,
-                    snapshot=self._snapshot,
+                open_configured_state(
+                    settings, now=self.clock(), redactor=self.redactor, snapshot=self._snapshot
                 )
             )
             self._store.sync_config_silences(configured_silences(settings, self.clock()))
         except BaseException:
             await self._stack.aclose()
             raise
+        self._leases = Leases(
+            self._store,
+            replica_name(settings.state.replica),
+            settings.state.lease_ttl,
+            clock=self.clock,
+        )
+        if not self._snapshot:
+            self.claim_leases()
         self._sender = OutboxSender(
             self._store,
             self._wiring.receivers,
@@ -157,6 +175,7 @@ class Runtime:
             clock=self.clock,
             on_state_error=self.state_failed,
             redact=self.redactor.deep,
+            deliver_to=lambda: HeldReceivers(self.leases, self.wiring.receivers),
         )
         self.trouble.configure(
             self._wiring.receivers,
@@ -172,7 +191,13 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stack.aclose()
+        try:
+            if self._leases is not None and not self._snapshot and self.fatal_error is None:
+                self._leases.release_all()
+        except StateError as failure:
+            log.warning("leases.release_failed", error=str(failure), consequence="they expire")
+        finally:
+            await self._stack.aclose()
 
     # --- what the jobs use ------------------------------------------------------------------
 
@@ -189,6 +214,11 @@ class Runtime:
     def store(self) -> StateStore:
         assert self._store is not None, "the runtime is not open"
         return self._store
+
+    @property
+    def leases(self) -> Leases:
+        assert self._leases is not None, "the runtime is not open"
+        return self._leases
 
     @property
     def sender(self) -> OutboxSender:
@@ -229,6 +259,35 @@ class Runtime:
         except StateError as exc:
             self.state_failed(exc)
         return new
+
+    # --- leases: which replica polls what -------------------------------------------------
+
+    def lease_names(self) -> list[str]:
+        return [
+            *(source_lease(name) for name in self.sources),
+            *(receiver_lease(name) for name in self.wiring.receivers),
+            OUTBOX_ORPHANS,
+        ]
+
+    def claim_leases(self, *, share: bool | None = None) -> None:
+        """Renew and rebalance this replica's leases; never raises. While the state cannot
+        be reached, the leases lapse (`Leases.held`) and polling and delivery stop."""
+        try:
+            self.leases.claim(
+                self.lease_names(), share=self._share_leases if share is None else share
+            )
+        except StateError as exc:
+            self.trouble.failed("leases", exc, self.clock())
+            self.state_failed(exc)
+        except Exception as exc:  # a bug: still told, the leases lapse in time
+            log.exception("leases.claim_crashed")
+            self.trouble.failed("leases", exc, self.clock())
+        else:
+            self.trouble.ok("leases", self.clock())
+
+    def source_lease(self, name: str) -> Lease | None:
+        """The lease to poll ``name`` under, if this replica may (dry runs need none)."""
+        return self.leases.held(source_lease(name))
 
     # --- the daemon's own failures ----------------------------------------------------------
 
@@ -279,6 +338,10 @@ class Runtime:
         factor = self.settings.daemon.readiness_factor
         out: dict[str, str] = {}
         for name, configured in self.sources.items():
+            elsewhere = self._polled_elsewhere(name, now)
+            if elsewhere is not None:
+                out[name] = elsewhere
+                continue
             last = self.last_success.get(name)
             limit = timedelta(seconds=configured.interval * factor)
             failure = self.last_failure.get(name)
@@ -293,6 +356,20 @@ class Runtime:
             since = int((now - condition.since).total_seconds())
             out[f"daemon:{condition.name}"] = f"failing for {since}s: {condition.error}"
         return {k: self.redactor(v) for k, v in out.items()}
+
+    def _polled_elsewhere(self, name: str, now: datetime) -> str | None:
+        """For a source this replica does not poll: who does (None: this replica)."""
+        leases = self._leases
+        if leases is None or leases.held(source_lease(name)) is not None:
+            return None
+        if not leases.usable():
+            return "not polled here: the leases cannot be renewed (state unreachable)"
+        holder = leases.holder_of(source_lease(name))
+        if holder is not None and holder.owner and holder.expires > now:
+            return f"ok (polled by replica {holder.owner})"
+        if holder is not None and now - holder.expires < 2 * leases.ttl:
+            return "ok (changing hands: taken at the next claim)"
+        return "not polled: no replica has held its lease for two lease TTLs"
 
     def delivery_totals(self) -> DeliveryReport:
         return self.sender.totals

@@ -24,6 +24,7 @@ from taskwarden.rules import RULE_ALERT_LABELS, TASK_LABELS
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
 from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
 from taskwarden.sources.http import CallMeter, ResponseLimits, RetryPolicy
+from taskwarden.state import open_state
 from taskwarden.teams import load_teams
 from taskwarden.timeutil import as_utc
 from taskwarden.yamlfile import did_you_mean, load_yaml
@@ -37,9 +38,47 @@ if TYPE_CHECKING:
 
     from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
     from taskwarden.delivery import Notifier
+    from taskwarden.logs import Redactor
     from taskwarden.rules import Team
     from taskwarden.sources.base import Source
+    from taskwarden.state import SqliteStateStore
+    from taskwarden.state.postgres import PostgresStateStore
     from taskwarden.yamlfile import YamlDocument
+
+
+def open_configured_state(
+    settings: Settings,
+    *,
+    now: datetime,
+    read_only: bool = False,
+    snapshot: bool = False,
+    lock: bool = True,
+    redactor: Redactor | None = None,
+    migrate: bool | None = None,
+) -> SqliteStateStore | PostgresStateStore:
+    """The state the settings name: the shared PostgreSQL database (``state.url``) or the
+    SQLite file. On PostgreSQL, ``read_only`` and ``snapshot`` both discard every write
+    (the replicas' database is never touched by an inspection or a dry run), and ``lock``
+    does not apply (leases share the work)."""
+    state = settings.state
+    if state.url is None:
+        return open_state(
+            state.path,
+            now=now,
+            read_only=read_only,
+            snapshot=snapshot,
+            lock=lock,
+            redactor=redactor,
+        )
+    from taskwarden.state.postgres import open_postgres
+
+    return open_postgres(
+        state.url,
+        password=state.password.get_secret_value() if state.password is not None else None,
+        redactor=redactor,
+        discard_writes=read_only or snapshot,
+        apply_migrations=state.migrate if migrate is None else migrate,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +101,7 @@ def settings_secrets(settings: Settings) -> list[str]:
             found.append(receiver.email.smtp.password)
     if settings.heartbeat is not None:
         found.append(settings.heartbeat.url)
+    found.append(settings.state.password)
     return [secret.get_secret_value() for secret in found if secret is not None]
 
 

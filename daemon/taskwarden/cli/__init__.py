@@ -1,7 +1,7 @@
 """The ``taskwarden`` command line: global options here, one module per command group.
 
 * `taskwarden.cli.daemon`: ``run``, ``once``
-* `taskwarden.cli.inspect`: ``state``
+* `taskwarden.cli.inspect`: ``state``; `taskwarden.cli.migrate`: ``migrate``
 * `taskwarden.cli.silence`: ``silence add|list|expire``
 * `taskwarden.cli.check`: ``check``, ``test-notify``
 * `taskwarden.cli.sim`: ``simulate``; `taskwarden.cli.demo`: ``demo``
@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from taskwarden import __version__
-from taskwarden.cli import check, daemon, demo, inspect, silence, sim
+from taskwarden.cli import check, daemon, demo, inspect, migrate, silence, sim
 from taskwarden.logs import configure_logging
 
 
@@ -39,7 +39,8 @@ def cli(ctx: click.Context, log_format: str, log_level: str) -> None:
     """Alerts on failed and stuck catalogue tasks (Digital River, Elastic Path).
 
     taskwarden polls the vendors' task feeds, remembers what it has seen in a local
-    SQLite state file, and notifies each team once per incident.
+    SQLite state file (or a PostgreSQL database shared by several replicas), and
+    notifies each team once per incident.
     """
     json_output = None if log_format == "auto" else log_format == "json"
     defaulted = ctx.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT
@@ -53,6 +54,7 @@ for command in (
     daemon.run_command,
     daemon.once,
     inspect.state,
+    migrate.migrate,
     check.check,
     check.test_notify,
     silence.silence,

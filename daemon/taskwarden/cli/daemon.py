@@ -57,13 +57,19 @@ async def run_once(config: Path, out: Output, *, dry_run: bool) -> int:
     from taskwarden.config import load_config
     from taskwarden.poller import PollFailed, poll_or_report
     from taskwarden.runtime import Runtime
+    from taskwarden.service.leases import source_lease
 
     loaded = load_config(config)
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
     failures = 0
-    async with Runtime(loaded, redactor=out.redactor, snapshot=dry_run) as rt:
-        for configured in rt.sources.values():
+    async with Runtime(loaded, redactor=out.redactor, snapshot=dry_run, share_leases=False) as rt:
+        for name, configured in rt.sources.items():
+            lease = None if dry_run else rt.source_lease(name)
+            if not dry_run and lease is None:
+                holder = rt.leases.holder_of(source_lease(name))
+                out.echo(f"{name}: skipped, polled by {holder.owner if holder else 'a replica'}")
+                continue
             result = await poll_or_report(
                 configured.source,
                 rt.store,
@@ -71,6 +77,7 @@ async def run_once(config: Path, out: Output, *, dry_run: bool) -> int:
                 rt.clock,
                 alerting=rt.alerting,
                 dry_run=dry_run,
+                lease=lease,
             )
             if isinstance(result, PollFailed):
                 failures += 1

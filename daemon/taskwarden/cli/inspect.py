@@ -10,18 +10,21 @@ import click
 from taskwarden.cli.common import CONFIG_OPTION, EXIT_OK, Output, call
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
-    from taskwarden.state.protocol import StateSummary
+    from taskwarden.state.protocol import LeaseHolder, StateSummary
 
 
 @click.command()
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def state(config: Path, as_json: bool) -> None:
-    """Show checkpoints, open tasks with their age, and task counts per status.
+    """Show checkpoints, open tasks with their age, task counts per status, and which
+    replica holds which source.
 
-    Safe while the daemon runs: it only reads the state file (no lock, nothing created).
+    Safe while the daemon runs: it only reads the state (no lock, nothing created; on
+    PostgreSQL every write is discarded).
     """
     call(lambda out: show_state(config, out, as_json=as_json))
 
@@ -29,13 +32,13 @@ def state(config: Path, as_json: bool) -> None:
 def show_state(config: Path, out: Output, *, as_json: bool) -> int:
     from taskwarden.config import load_settings
     from taskwarden.errors import StateMissingError
-    from taskwarden.state import open_state
     from taskwarden.timeutil import format_api_time, utc_now
+    from taskwarden.wiring import open_configured_state
 
     settings = load_settings(config)
     now = utc_now()
     try:
-        with open_state(settings.state.path, now=now, read_only=True) as store:
+        with open_configured_state(settings, now=now, read_only=True) as store:
             summary = store.summary()
     except StateMissingError as exc:
         out.echo(str(exc))
@@ -43,7 +46,7 @@ def show_state(config: Path, out: Output, *, as_json: bool) -> int:
     if as_json:
         out.echo(json.dumps(summary_json(summary, format_api_time(now)), indent=2))
         return EXIT_OK
-    out.echo(f"state file {summary.path} (schema v{summary.schema_version})")
+    out.echo(f"state {summary.path} (schema v{summary.schema_version})")
     if not summary.sources:
         out.echo("no source has been polled yet")
     for s in summary.sources:
@@ -60,7 +63,19 @@ def show_state(config: Path, out: Output, *, as_json: bool) -> int:
             out.echo(
                 f"  open {t.task_id} {t.status:<10} {t.kind:<28} age {_age(age.total_seconds())}"
             )
+    if summary.leases:
+        out.echo("\nleases (who polls and delivers what):")
+    for lease in summary.leases:
+        out.echo(f"  {lease.name:<32} {_holding(lease, now)}")
     return EXIT_OK
+
+
+def _holding(lease: LeaseHolder, now: datetime) -> str:
+    if lease.owner is None:
+        return f"released (epoch {lease.epoch})"
+    left = (lease.expires - now).total_seconds()
+    when = f"expires in {left:.0f}s" if left >= 0 else f"EXPIRED {-left:.0f}s ago"
+    return f"{lease.owner} (epoch {lease.epoch}, {when})"
 
 
 def summary_json(summary: StateSummary, now_text: str) -> dict[str, Any]:
@@ -90,6 +105,15 @@ def summary_json(summary: StateSummary, now_text: str) -> dict[str, Any]:
                 ],
             }
             for s in summary.sources
+        ],
+        "leases": [
+            {
+                "name": lease.name,
+                "owner": lease.owner,
+                "epoch": lease.epoch,
+                "expires": format_api_time(lease.expires) if lease.expires else None,
+            }
+            for lease in summary.leases
         ],
     }
 

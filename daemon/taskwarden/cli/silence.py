@@ -62,9 +62,8 @@ def add_silence(
     from taskwarden.errors import ConfigError
     from taskwarden.matchers import parse_all
     from taskwarden.routing import Silence
-    from taskwarden.state import open_state
     from taskwarden.timeutil import format_api_time, utc_now
-    from taskwarden.wiring import alert_label_names, build_alerting
+    from taskwarden.wiring import alert_label_names, build_alerting, open_configured_state
     from taskwarden.yamlfile import did_you_mean
 
     try:
@@ -90,7 +89,7 @@ def add_silence(
         created_by=author,
         origin="cli",
     )
-    with open_state(settings.state.path, now=now, lock=False) as store:
+    with open_configured_state(settings, now=now, lock=False) as store:
         store.add_silence(added)
     out.echo(
         f"{added.silence_id} silences {_describe(added)} until {format_api_time(added.ends_at)}"
@@ -109,13 +108,13 @@ def list_(config: Path, include_expired: bool) -> None:
 def list_silences(config: Path, out: Output, *, include_expired: bool) -> int:
     from taskwarden.config import load_settings
     from taskwarden.errors import StateMissingError
-    from taskwarden.state import open_state
     from taskwarden.timeutil import format_api_time, utc_now
+    from taskwarden.wiring import open_configured_state
 
     settings = load_settings(config)
     now = utc_now()
     try:
-        with open_state(settings.state.path, now=now, read_only=True) as store:
+        with open_configured_state(settings, now=now, read_only=True) as store:
             found = store.silences()
     except StateMissingError:
         found = []
@@ -142,13 +141,13 @@ def expire(config: Path, silence_id: str) -> None:
 def expire_silence(config: Path, out: Output, silence_id: str) -> int:
     from taskwarden.config import load_settings
     from taskwarden.errors import ConfigError
-    from taskwarden.state import open_state
     from taskwarden.timeutil import utc_now
+    from taskwarden.wiring import open_configured_state
 
     settings = load_settings(config)
     if silence_id.startswith("config:"):
         raise ConfigError(f"{silence_id} comes from the configuration: remove it there")
-    with open_state(settings.state.path, now=utc_now(), lock=False) as store:
+    with open_configured_state(settings, now=utc_now(), lock=False) as store:
         found = store.expire_silence(silence_id, utc_now())
     if not found:
         raise ConfigError(f"no silence with id {silence_id!r} (see: taskwarden silence list)")

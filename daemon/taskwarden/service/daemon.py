@@ -31,7 +31,7 @@ from taskwarden.logs import Redactor
 from taskwarden.runtime import Runtime
 from taskwarden.service import systemd
 from taskwarden.service.heartbeat import heartbeat
-from taskwarden.service.jobs import deliver, poll_source
+from taskwarden.service.jobs import claim_leases, deliver, poll_source
 from taskwarden.service.probes import serve_probes
 from taskwarden.timeutil import utc_now
 
@@ -155,6 +155,17 @@ class Daemon:
             )
         elif self._scheduler.get_job("heartbeat") is not None:
             self._scheduler.remove_job("heartbeat")
+        self._scheduler.add_job(
+            claim_leases,
+            "interval",
+            seconds=settings.state.lease_ttl.total_seconds() / 3,
+            args=[runtime],
+            id="leases",
+            name="claim leases",
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
         self._scheduler.add_job(
             deliver,
             "interval",

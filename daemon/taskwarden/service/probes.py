@@ -2,8 +2,9 @@
 
 * ``/healthz``: 200 while the scheduler runs (liveness: restart me if this fails).
 * ``/readyz``: 200 when every source completed a poll within ``readiness_factor`` × its
-  interval and the daemon has no trouble of its own (state writes, delivery rounds);
-  503 otherwise, the body says what is late or failing and why.
+  interval (or is polled by another live replica: "ok (polled by replica …)") and the
+  daemon has no trouble of its own (state writes, leases, delivery rounds); 503
+  otherwise, the body says what is late or failing and why.
 * ``/metrics``: Prometheus text format.
 """
 
@@ -38,7 +39,7 @@ def probes_app(daemon: Probed, metrics: Metrics) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         sources = daemon.readiness()
-        ready = bool(sources) and all(v == "ok" for v in sources.values())
+        ready = bool(sources) and all(v == "ok" or v.startswith("ok ") for v in sources.values())
         return web.Response(
             status=200 if ready else 503,
             text=json.dumps({"ready": ready, "sources": sources}) + "\n",

@@ -37,12 +37,13 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class LeaseHolder:
-    """Who holds a lease (``owner`` None: released), for `taskwarden state`."""
+    """Who holds a lease, for `taskwarden state` and readiness. ``owner`` None: released,
+    at ``expires``."""
 
     name: str
     owner: str | None
     epoch: int
-    expires: datetime | None
+    expires: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +158,11 @@ class LeaseStore(Protocol):
         ttl: timedelta,
         *,
         release: Iterable[str] = (),
+        leaving: bool = False,
     ) -> dict[str, Lease]:
         """Renew or take ``names`` (another owner's only once expired), give up
-        ``release``, and mark ``owner`` alive; returns what ``owner`` holds now."""
+        ``release``, and mark ``owner`` alive (``leaving``: gone); returns what ``owner``
+        holds now."""
         ...
 
     def live_replicas(self, now: datetime, ttl: timedelta) -> list[str]:

@@ -517,27 +517,33 @@ class SqlStateStore:
         ttl: timedelta,
         *,
         release: Iterable[str] = (),
+        leaving: bool = False,
     ) -> dict[str, Lease]:
         """Renew or take ``names`` for ``owner`` and give up ``release``, in one transaction;
         returns the leases ``owner`` holds now. A lease held by another owner is taken only
-        once it has expired (on an `exclusive` backend, always), with the next epoch."""
+        once it has expired (on an `exclusive` backend, always), with the next epoch.
+        ``leaving``: ``owner`` stops (is no longer counted live)."""
         now_ms = to_epoch_ms(now)
         expires_ms = now_ms + int(ttl.total_seconds() * 1000)
         held: dict[str, Lease] = {}
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO replicas (owner, seen_ms, started_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
-                (owner, now_ms, now_ms),
-            )
+            if leaving:
+                db.execute("DELETE FROM replicas WHERE owner = ?", (owner,))
+            else:
+                db.execute(
+                    "INSERT INTO replicas (owner, seen_ms, started_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms",
+                    (owner, now_ms, now_ms),
+                )
             db.execute(
                 "DELETE FROM replicas WHERE seen_ms < ?",
                 (now_ms - 10 * int(ttl.total_seconds() * 1000),),
             )
             for name in release:
+                # expires_ms keeps the moment of release: a handover, not an orphan
                 db.execute(
-                    "UPDATE leases SET owner = NULL, expires_ms = 0 WHERE name = ? AND owner = ?",
-                    (name, owner),
+                    "UPDATE leases SET owner = NULL, expires_ms = ? WHERE name = ? AND owner = ?",
+                    (now_ms, name, owner),
                 )
             for name in names:
                 lease = self._claim_one(db, name, owner, now_ms, expires_ms)
@@ -596,7 +602,7 @@ class SqlStateStore:
                 name=str(r["name"]),
                 owner=r["owner"],
                 epoch=int(r["epoch"]),
-                expires=from_epoch_ms(int(r["expires_ms"])) if r["owner"] is not None else None,
+                expires=from_epoch_ms(int(r["expires_ms"])),
             )
             for r in rows
         ]
