@@ -18,14 +18,18 @@ import httpx
 import psycopg
 import pytest
 
+from taskwarden.alerts import Alert, Notification, Severity
+from taskwarden.outbox import DeliverySettings, OutboxSender
 from taskwarden.service.leases import preferred
 from taskwarden.simulator import Simulator
 from taskwarden.simulator.faults import Fault
 from taskwarden.simulator.server import running_simulator
 from taskwarden.simulator.slack import SlackServer, running_slack
+from taskwarden.state import open_state
 from taskwarden.state.postgres import open_postgres
 
-from .conftest import API_KEY
+from .alerting_harness import receivers, slack_bot
+from .conftest import API_KEY, T0
 from .helpers import TASKWARDEN, free_port, subprocess_env, until
 from .pgserver import PgServer
 
@@ -364,3 +368,29 @@ async def test_a_database_restart_loses_nothing_and_readyz_says_so(
         await until(ready, within=4 * TTL)
         counts = told(slack, [first, *during])
         assert all(c == 1 for c in counts.values()), counts
+
+
+async def test_a_sender_that_loses_the_receiver_lease_stops_after_the_message_in_flight(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    """The batch a paused replica fetched before its lease lapsed is not sent on: only the
+    message in flight may go out twice (the new holder sends the rest)."""
+    store = open_state(tmp_path / "state.db", now=T0)
+    for n in range(3):
+        alert = Alert(
+            key=f"k{n}", rule="failed", source="dr", severity=Severity.CRITICAL,
+            labels=(("team", "catalog"),), title=f"alert k{n}", starts_at=T0,
+        )  # fmt: skip
+        store.enqueue(Notification("slack", "g", (), (alert,)), T0)
+    sender = OutboxSender(
+        store,
+        receivers({"slack": slack_bot(slack)}),
+        DeliverySettings(),
+        clock=lambda: T0,
+        deliver_to=lambda: set() if slack.messages else {"slack"},
+    )
+    report = await sender.deliver_due()
+    assert report.total_sent == 1
+    assert len(slack.messages) == 1
+    assert store.outbox_depth()[0] == 2
+    store.close()

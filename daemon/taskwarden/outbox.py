@@ -242,11 +242,18 @@ class OutboxSender:
 
     # --- one receiver -------------------------------------------------------------------------
 
+    def _still_mine(self, receiver: str) -> bool:
+        """Before each send: this replica still delivers ``receiver`` (its lease is held and
+        usable), so a replica that lost it sends at most the one message in flight again."""
+        return self._deliver_to is None or receiver in self._deliver_to()
+
     async def _deliver_receiver(
         self, name: str, queue: Sequence[OutboxItem], report: DeliveryReport
     ) -> None:
         receiver = self._receivers.get(name)
         for item in queue:
+            if not self._still_mine(name):
+                return  # the lease moved on (this replica was paused or cut off): stop here
             if receiver is None:
                 self._give_up(item, f"receiver {name!r} is not configured", report)
                 continue

@@ -61,6 +61,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+def is_ok(readiness: str) -> bool:
+    """A readiness value that counts as ready: ``ok``, or ``ok (…)`` with why (another
+    replica polls the source, its lease is changing hands)."""
+    return readiness == "ok" or readiness.startswith("ok (")
+
+
 @dataclass(frozen=True, slots=True)
 class Wiring:
     """What one configuration builds; replaced as a whole on reload."""
@@ -384,3 +390,8 @@ class Runtime:
 
     def last_successes(self) -> Mapping[str, datetime]:
         return dict(self.last_success)
+
+    def leases_held(self) -> Mapping[str, bool]:
+        if self._leases is None or self._wiring is None:
+            return {}
+        return {name: self._leases.held(name) is not None for name in self.lease_names()}

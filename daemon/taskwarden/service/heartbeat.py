@@ -3,7 +3,9 @@
 Nothing inside a process can report that the process is gone. Alertmanager users keep an
 always-firing Watchdog alert for this; taskwarden pings ``heartbeat.url`` every
 ``heartbeat.interval`` while every source has polled successfully within its readiness
-window and the daemon has no trouble of its own (exactly when ``/readyz`` says ready).
+window (or is polled by another live replica) and the daemon has no trouble of its own
+(exactly when ``/readyz`` says ready): with several replicas, each pings while the whole
+set is alerting.
 When pings stop — the process crashed, hung, lost its host or its network, or polling has
 been failing — the outside service (healthchecks.io, Dead Man's Snitch, Cronitor) pages.
 """
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import structlog
+
+from taskwarden.runtime import is_ok
 
 if TYPE_CHECKING:
     from taskwarden.runtime import Runtime
@@ -27,7 +31,7 @@ async def heartbeat(rt: Runtime) -> None:
     settings = rt.settings.heartbeat
     if settings is None or rt.http is None:
         return
-    unhealthy = {k: v for k, v in rt.readiness().items() if v != "ok"}
+    unhealthy = {k: v for k, v in rt.readiness().items() if not is_ok(v)}
     if unhealthy:
         rt.metrics.heartbeats.labels("withheld").inc()
         log.warning("heartbeat.withheld", because=unhealthy)

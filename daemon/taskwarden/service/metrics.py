@@ -38,6 +38,9 @@ class Observable(Protocol):
 
     def task_counts(self) -> Mapping[tuple[str, str], int]: ...
     def last_successes(self) -> Mapping[str, datetime]: ...
+    def leases_held(self) -> Mapping[str, bool]:
+        """Per lease (``source:…``, ``receiver:…``): held by this replica and usable now."""
+        ...
 
 
 class _LiveCollector(Collector):
@@ -87,6 +90,14 @@ class _LiveCollector(Collector):
         for name, moment in sorted(self._daemon.last_successes().items()):
             last.add_metric([name], moment.timestamp())
         yield last
+        held = GaugeMetricFamily(
+            "taskwarden_lease_held",
+            "1 while this replica polls the source / delivers the receiver of the lease",
+            labels=["lease"],
+        )
+        for name, holds in sorted(self._daemon.leases_held().items()):
+            held.add_metric([name], 1.0 if holds else 0.0)
+        yield held
 
 
 class Metrics:
@@ -94,7 +105,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.polls = Counter(
             "taskwarden_polls",
-            "Poll cycles by source and outcome (ok, failed, skipped)",
+            "Poll cycles by source and outcome (ok, failed, skipped; fenced: the lease moved on)",
             ["source", "outcome"],
             registry=self.registry,
         )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from taskwarden.httpserver import ConnectionLimits, serve_app
+from taskwarden.runtime import is_ok
 from taskwarden.service.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def probes_app(daemon: Probed, metrics: Metrics) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         sources = daemon.readiness()
-        ready = bool(sources) and all(v == "ok" or v.startswith("ok ") for v in sources.values())
+        ready = bool(sources) and all(is_ok(v) for v in sources.values())
         return web.Response(
             status=200 if ready else 503,
             text=json.dumps({"ready": ready, "sources": sources}) + "\n",
