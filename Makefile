@@ -36,25 +36,28 @@ pytest: $(STAMP) system-deps
 	$(BIN)/pytest
 
 # The benchmarks are not timed tests; this only proves they still run (smallest sizes).
-bench-smoke: $(STAMP)
-	$(BIN)/python bench/poll_cycle.py --sizes 1000
+bench-smoke: $(STAMP) system-deps
+	$(BIN)/python bench/poll_cycle.py --sizes 1000 --backend both
+	$(BIN)/python bench/replicas.py --smoke
 	$(BIN)/python bench/compare.py --sizes 1000 --transitions 20 --storm 200 --default-latency-groups 0
 
 # Hostile input and kill soak: the quick subset here, the full table with `make chaos`.
-chaos-smoke: $(STAMP)
+chaos-smoke: $(STAMP) system-deps
 	$(BIN)/python bench/chaos.py --smoke
 
 demo: $(STAMP)
 	$(BIN)/taskwarden demo
 
 # taskwarden against the naive cron poller: 1k / 10k / 100k tasks, latency (also with the
-# shipped defaults), storm (~20 min).
-bench: $(STAMP)
+# shipped defaults), storm (~20 min); then SQLite against PostgreSQL, failover over 20
+# kills, and 200 sources on 1 and 3 replicas (~25 min).
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/replicas.py
 
 # Every attack (hostile vendor answers, Slack outage, disk full, corruption, 1,100 idle
 # connections, API down, 30 SIGKILLs under churn): one table, attack → held / broke.
-chaos: $(STAMP)
+chaos: $(STAMP) system-deps
 	$(BIN)/python bench/chaos.py
 
 clean:

@@ -293,7 +293,7 @@ async def scale_out(pg: PgServer, sources: int, replicas: int, window: float) ->
                 cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
                 spread = query(
                     url,
-                    "SELECT owner, COUNT(*) FROM leases WHERE name LIKE 'source:%' GROUP BY owner",
+                    "SELECT owner, COUNT(*) FROM leases WHERE name LIKE 'source:%%' GROUP BY owner",
                 )
             finally:
                 for proc in procs:
@@ -315,12 +315,17 @@ async def scale_out(pg: PgServer, sources: int, replicas: int, window: float) ->
 
 
 def print_report(
-    costs: list[dict[str, Any]], fail: dict[str, Any] | None, scale: list[dict[str, Any]]
+    costs: list[dict[str, Any]],
+    fail: dict[str, Any] | None,
+    scale: list[dict[str, Any]],
+    *,
+    header: bool = True,
 ) -> None:
-    print(
-        f"taskwarden on SQLite and PostgreSQL — {datetime.now(tz=UTC):%Y-%m-%d}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
+    if header:
+        print(
+            f"taskwarden on SQLite and PostgreSQL — {datetime.now(tz=UTC):%Y-%m-%d}, "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        )
     if costs:
         print()
         print("1. cost per cycle (daemon process; db = PostgreSQL server processes, same cycle)")
@@ -373,20 +378,23 @@ async def main() -> int:
     configure_logging(json_output=True, level="warning")
     pg = PgServer().start()
     try:
+        # Each section prints as soon as it is measured: a later one failing loses nothing.
         costs = [
             await cycle_cost(size, backend, pg)
             for size in args.sizes
             for backend in ("sqlite", "postgresql")
         ]
+        print_report(costs, None, [])
         fail = await failover(pg, args.kills) if args.kills else None
+        print_report([], fail, [], header=False)
         scale = (
             [await scale_out(pg, args.sources, n, args.window) for n in (1, 3)]
             if args.sources
             else []
         )
+        print_report([], None, scale, header=False)
     finally:
         pg.close()
-    print_report(costs, fail, scale)
     return 0
 
 

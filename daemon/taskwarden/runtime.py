@@ -241,14 +241,20 @@ class Runtime:
 
     def reload(self, loaded: LoadedConfig) -> Wiring:
         """Build the new configuration; swap it in only if all of it is valid (raises
-        otherwise, changing nothing). The state store stays: a new path needs a restart."""
+        otherwise, changing nothing). The state store and the leases stay: a new path, URL
+        or lease TTL needs a restart."""
         assert self.http is not None
         new = wire(loaded, self.http, meter=self.metrics, extra_notifiers=self._extra_notifiers)
-        if loaded.settings.state.path != self.settings.state.path:
+        new_state, state = loaded.settings.state, self.settings.state
+        if (new_state.path, new_state.url, new_state.lease_ttl) != (
+            state.path,
+            state.url,
+            state.lease_ttl,
+        ):
             log.warning(
                 "config.reload_partial",
-                reason="state.path changes need a restart",
-                keeping=str(self.settings.state.path),
+                reason="changes to state.path, state.url and state.lease_ttl need a restart",
+                keeping=str(state.url or state.path),
             )
         self.redactor.use(settings_secrets(loaded.settings))
         self._loaded = loaded
@@ -275,14 +281,16 @@ class Runtime:
             OUTBOX_ORPHANS,
         ]
 
-    def claim_leases(self, *, share: bool | None = None) -> None:
-        """Renew and rebalance this replica's leases; never raises. While the state cannot
-        be reached, the leases lapse (`Leases.held`) and polling and delivery stop."""
+    def claim_leases(self) -> None:
+        """Renew and rebalance this replica's leases; never raises. While the shared state
+        cannot be reached, the leases lapse (`Leases.held`) and polling and delivery stop;
+        on SQLite (one process by its lock) they stay, and the state's own trouble tells."""
         try:
-            self.leases.claim(
-                self.lease_names(), share=self._share_leases if share is None else share
-            )
+            self.leases.claim(self.lease_names(), share=self._share_leases)
         except StateError as exc:
+            if self.leases.exclusive and not isinstance(exc, StateCorruptError):
+                log.warning("leases.claim_failed", error=str(exc), consequence="none: one process")
+                return
             self.trouble.failed("leases", exc, self.clock())
             self.state_failed(exc)
         except Exception as exc:  # a bug: still told, the leases lapse in time

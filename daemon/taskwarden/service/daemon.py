@@ -158,7 +158,7 @@ class Daemon:
         self._scheduler.add_job(
             claim_leases,
             "interval",
-            seconds=settings.state.lease_ttl.total_seconds() / 3,
+            seconds=runtime.leases.ttl.total_seconds() / 3,
             args=[runtime],
             id="leases",
             name="claim leases",
