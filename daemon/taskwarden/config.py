@@ -286,15 +286,63 @@ class EmailSettings(_Section):
         return value
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length", "host"})
+
+
+class WebhookSettings(_Section):
+    """A POST of the Alertmanager webhook payload (version 4) to ``url``."""
+
+    url: SecretStr
+    """May carry a token in its path or query: a secret (``receivers__<name>__webhook__url``)."""
+    bearer_token: SecretStr | None = None
+    hmac_secret: SecretStr | None = None
+    """Signs each body: ``X-Taskwarden-Signature: sha256=<HMAC-SHA256 hex>``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra, non-secret headers (secrets go in ``bearer_token`` or ``url``)."""
+    max_alerts: int = Field(default=0, ge=0)
+    """At most this many alerts per message (0: all); the rest are counted in
+    ``truncatedAlerts``."""
+    external_url: str = ""
+    """``externalURL`` of the payload: where people reach this taskwarden."""
+    timeout: Duration = timedelta(seconds=10)
+    min_interval: Duration = timedelta(0)
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, value: SecretStr) -> SecretStr:
+        if not _https_or_loopback(value.get_secret_value()):
+            raise ValueError(
+                "must be an https:// URL (plain http:// only to this host); the value is a "
+                "secret and is not shown"
+            )
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, content in value.items():
+            if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+                raise ValueError(
+                    f"header {name!r} cannot be set here (letters, digits and -; "
+                    "Authorization comes from bearer_token)"
+                )
+            if any(c in content for c in "\r\n"):
+                raise ValueError(f"header {name!r} has a line break in its value")
+        return value
+
+
 class ReceiverSettings(_Section):
     slack: SlackSettings | None = None
     email: EmailSettings | None = None
+    webhook: WebhookSettings | None = None
     console: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReceiverSettings:
-        if sum([self.slack is not None, self.email is not None, self.console]) != 1:
-            raise ValueError("a receiver is exactly one of slack, email or console: true")
+        kinds = [self.slack is not None, self.email is not None, self.webhook is not None]
+        if sum([*kinds, self.console]) != 1:
+            raise ValueError("a receiver is exactly one of slack, email, webhook or console: true")
         return self
 
 

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -17,6 +18,7 @@ from taskwarden.matchers import parse_all
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
+from taskwarden.notify.webhook import WebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
 from taskwarden.routing import Route, Silence
@@ -99,6 +101,9 @@ def settings_secrets(settings: Settings) -> list[str]:
             found += [receiver.slack.token, receiver.slack.webhook_url]
         if receiver.email is not None:
             found.append(receiver.email.smtp.password)
+        if receiver.webhook is not None:
+            hook = receiver.webhook
+            found += [hook.url, hook.bearer_token, hook.hmac_secret]
     if settings.heartbeat is not None:
         found.append(settings.heartbeat.url)
     found.append(settings.state.password)
@@ -261,7 +266,23 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             timeout=smtp.timeout.total_seconds(),
             ca_file=str(smtp.ca_file) if smtp.ca_file is not None else None,
         )
+    if config.webhook is not None:
+        hook = config.webhook
+        return WebhookNotifier(
+            name,
+            hook.url.get_secret_value(),
+            timeout=hook.timeout.total_seconds(),
+            max_alerts=hook.max_alerts,
+            bearer_token=_secret(hook.bearer_token),
+            hmac_secret=_secret(hook.hmac_secret),
+            headers=hook.headers,
+            external_url=hook.external_url,
+        )
     return ConsoleNotifier(name)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
@@ -282,6 +303,14 @@ def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
     if config.email is not None:
         smtp = config.email.smtp
         return 0.0, f"smtp:{smtp.host}:{smtp.port}", smtp.timeout.total_seconds() * 3 + 5
+    if config.webhook is not None:
+        hook = config.webhook
+        host = urlsplit(hook.url.get_secret_value()).netloc.rpartition("@")[2]
+        return (
+            hook.min_interval.total_seconds(),
+            f"webhook:{host}",
+            hook.timeout.total_seconds() + 5,
+        )
     return 0.0, f"console:{name}", 10.0
 
 
