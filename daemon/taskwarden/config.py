@@ -80,6 +80,20 @@ def _https_or_loopback(url: str) -> bool:
     return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
 
 
+def _secret_https_url(value: SecretStr) -> SecretStr:
+    if not _https_or_loopback(value.get_secret_value()):
+        raise ValueError(
+            "must be an https:// URL (plain http:// only to this host); the value is a "
+            "secret and is not shown"
+        )
+    return value
+
+
+SecretUrl = Annotated[SecretStr, AfterValidator(_secret_https_url)]
+"""A URL that is a secret (webhooks, ping URLs carry their token): https, or http to
+this host only."""
+
+
 def _check_http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
@@ -213,7 +227,7 @@ class StateSettings(_Section):
 
 
 class SlackSettings(_Section):
-    webhook_url: SecretStr | None = None
+    webhook_url: SecretUrl | None = None
     token: SecretStr | None = None
     """A bot token (``xoxb-…``): ``chat.postMessage``, follow-ups in threads."""
     channel: str | None = None
@@ -222,16 +236,6 @@ class SlackSettings(_Section):
     timeout: Duration = timedelta(seconds=10)
     min_interval: Duration = timedelta(seconds=1)
     """Slack allows about one message per second per channel."""
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _https_only(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _https_or_loopback(value.get_secret_value()):
-            raise ValueError(
-                "must be an https:// URL (plain http:// only to this host); the value is a "
-                "secret and is not shown"
-            )
-        return value
 
     @model_validator(mode="after")
     def _one_mode(self) -> SlackSettings:
@@ -293,7 +297,7 @@ _RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length"
 class WebhookSettings(_Section):
     """A POST of the Alertmanager webhook payload (version 4) to ``url``."""
 
-    url: SecretStr
+    url: SecretUrl
     """May carry a token in its path or query: a secret (``receivers__<name>__webhook__url``)."""
     bearer_token: SecretStr | None = None
     hmac_secret: SecretStr | None = None
@@ -307,16 +311,6 @@ class WebhookSettings(_Section):
     """``externalURL`` of the payload: where people reach this taskwarden."""
     timeout: Duration = timedelta(seconds=10)
     min_interval: Duration = timedelta(0)
-
-    @field_validator("url")
-    @classmethod
-    def _https_only(cls, value: SecretStr) -> SecretStr:
-        if not _https_or_loopback(value.get_secret_value()):
-            raise ValueError(
-                "must be an https:// URL (plain http:// only to this host); the value is a "
-                "secret and is not shown"
-            )
-        return value
 
     @field_validator("headers")
     @classmethod
@@ -408,22 +402,12 @@ class HeartbeatSettings(_Section):
     service (healthchecks.io, Dead Man's Snitch, Cronitor) pages when taskwarden goes quiet
     — crashed, hung, its host gone — which nothing inside the process can report."""
 
-    url: SecretStr
+    url: SecretUrl
     """The ping URL (a secret: it identifies your check). From the environment or a
     credential file: TASKWARDEN_HEARTBEAT__URL / heartbeat__url."""
     interval: Duration = timedelta(minutes=1)
     method: Literal["GET", "POST"] = "GET"
     timeout: Duration = timedelta(seconds=10)
-
-    @field_validator("url")
-    @classmethod
-    def _https_only(cls, value: SecretStr) -> SecretStr:
-        if not _https_or_loopback(value.get_secret_value()):
-            raise ValueError(
-                "must be an https:// URL (plain http:// only to this host); the value is a "
-                "secret and is not shown"
-            )
-        return value
 
 
 class NotificationSettings(_Section):
