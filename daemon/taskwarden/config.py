@@ -326,17 +326,40 @@ class WebhookSettings(_Section):
         return value
 
 
+class PagerDutySettings(_Section):
+    """PagerDuty Events API v2: a trigger per firing alert, a resolve per resolved one."""
+
+    routing_key: SecretStr
+    """The integration key of the service (``receivers__<name>__pagerduty__routing_key``)."""
+    url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
+    """The Events API endpoint (EU accounts: ``https://events.eu.pagerduty.com/v2/enqueue``)."""
+    client_url: str = ""
+    """Shown as the event's client link: where people reach this taskwarden."""
+    timeout: Duration = timedelta(seconds=10)
+    min_interval: Duration = timedelta(0)
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not _https_or_loopback(value):
+            raise ValueError("must be an https:// URL (plain http:// only to this host)")
+        return value
+
+
 class ReceiverSettings(_Section):
     slack: SlackSettings | None = None
     email: EmailSettings | None = None
     webhook: WebhookSettings | None = None
+    pagerduty: PagerDutySettings | None = None
     console: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReceiverSettings:
-        kinds = [self.slack is not None, self.email is not None, self.webhook is not None]
-        if sum([*kinds, self.console]) != 1:
-            raise ValueError("a receiver is exactly one of slack, email, webhook or console: true")
+        kinds = [self.slack, self.email, self.webhook, self.pagerduty]
+        if sum([*(k is not None for k in kinds), self.console]) != 1:
+            raise ValueError(
+                "a receiver is exactly one of slack, email, webhook, pagerduty or console: true"
+            )
         return self
 
 

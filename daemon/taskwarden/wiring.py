@@ -17,6 +17,7 @@ from taskwarden.health import HEALTH_ALERT_LABELS, HealthSettings
 from taskwarden.matchers import parse_all
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
+from taskwarden.notify.pagerduty import PagerDutyNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
 from taskwarden.notify.webhook import WebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
@@ -104,6 +105,8 @@ def settings_secrets(settings: Settings) -> list[str]:
         if receiver.webhook is not None:
             hook = receiver.webhook
             found += [hook.url, hook.bearer_token, hook.hmac_secret]
+        if receiver.pagerduty is not None:
+            found.append(receiver.pagerduty.routing_key)
     if settings.heartbeat is not None:
         found.append(settings.heartbeat.url)
     found.append(settings.state.password)
@@ -278,6 +281,15 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             headers=hook.headers,
             external_url=hook.external_url,
         )
+    if config.pagerduty is not None:
+        pager = config.pagerduty
+        return PagerDutyNotifier(
+            name,
+            pager.routing_key.get_secret_value(),
+            url=pager.url,
+            timeout=pager.timeout.total_seconds(),
+            client_url=pager.client_url,
+        )
     return ConsoleNotifier(name)
 
 
@@ -311,6 +323,11 @@ def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
             f"webhook:{host}",
             hook.timeout.total_seconds() + 5,
         )
+    if config.pagerduty is not None:
+        pager = config.pagerduty
+        target = f"pagerduty:{urlsplit(pager.url).netloc}"
+        # A message is one event per alert, each within the timeout.
+        return pager.min_interval.total_seconds(), target, pager.timeout.total_seconds() * 4 + 5
     return 0.0, f"console:{name}", 10.0
 
 

@@ -176,7 +176,7 @@ class WebhookNotifier(NotifierBase):
                 httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
                 client.stream("POST", self._url, content=body, headers=headers) as response,
             ):
-                excerpt = await _excerpt(response)
+                excerpt = await read_excerpt(response)
         except httpx.HTTPError as exc:
             raise TransientDeliveryError(
                 f"webhook unreachable: {type(exc).__name__}: {exc}", receiver=self._name
@@ -189,7 +189,8 @@ class WebhookNotifier(NotifierBase):
         return "webhook URL configured (a webhook can only be verified by posting: use test-notify)"
 
 
-async def _excerpt(response: httpx.Response) -> str:
+async def read_excerpt(response: httpx.Response) -> str:
+    """The first `MAX_ERROR_BODY` bytes of an answer, as text (a hostile answer stays small)."""
     kept = b""
     async for chunk in response.aiter_bytes():
         kept += chunk

@@ -1,0 +1,153 @@
+"""PagerDuty Events API v2: one ``trigger`` per firing alert, one ``resolve`` per resolved
+one, ``dedup_key`` = the alert's fingerprint (so a repeat updates the same incident).
+
+202 is accepted; 400 (an invalid event) is given up; 429 and 5xx are retried through the
+outbox. A notification's events are sent in order; when one fails, the whole notification
+is retried later, and the events already accepted are accepted again by ``dedup_key``
+(PagerDuty de-duplicates them), so nothing is opened twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from taskwarden.alerts import AlertState, Severity
+from taskwarden.delivery import Receipt
+from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
+from taskwarden.httputil import parse_retry_after
+from taskwarden.notify.base import NotifierBase
+from taskwarden.notify.webhook import (
+    alert_annotations,
+    alert_labels,
+    fingerprint,
+    read_excerpt,
+)
+from taskwarden.timeutil import format_api_time
+
+if TYPE_CHECKING:
+    from taskwarden.alerts import Alert, Notification
+
+EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+MAX_SUMMARY = 1024
+"""PagerDuty truncates (and may refuse) a longer ``payload.summary``."""
+SEVERITIES = {Severity.CRITICAL: "critical", Severity.WARNING: "warning", Severity.INFO: "info"}
+
+
+def event(alert: Alert, routing_key: str, *, client_url: str = "") -> dict[str, Any]:
+    """The Events API v2 body for one alert."""
+    key = fingerprint(alert)
+    if alert.state is AlertState.RESOLVED:
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
+    labels = alert_labels(alert)
+    body: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": key,
+        "payload": {
+            "summary": alert.title[:MAX_SUMMARY],
+            "source": alert.source,
+            "severity": SEVERITIES[alert.severity],
+            "component": labels.get("kind", ""),
+            "group": labels.get("team", ""),
+            "class": alert.rule,
+            "custom_details": {**alert_annotations(alert), "labels": labels},
+        },
+        "client": "taskwarden",
+        "links": [{"href": t.uri, "text": f"task {t.task_id}"} for t in alert.tasks if t.uri][:5],
+    }
+    if alert.starts_at is not None:
+        body["payload"]["timestamp"] = format_api_time(alert.starts_at)
+    if client_url:
+        body["client_url"] = client_url
+    return body
+
+
+class PagerDutyNotifier(NotifierBase):
+    def __init__(
+        self,
+        name: str,
+        routing_key: str,
+        *,
+        url: str = EVENTS_URL,
+        timeout: float = 10.0,
+        client_url: str = "",
+    ) -> None:
+        super().__init__(name)
+        self._key = routing_key
+        self._url = url
+        self._timeout = timeout
+        self._client_url = client_url
+
+    async def send(self, notification: Notification, *, thread: str | None) -> Receipt:  # noqa: ARG002 - incidents, not threads
+        alerts = [*notification.firing, *notification.resolved]
+        events = [event(a, self._key, client_url=self._client_url) for a in alerts]
+        if notification.test and not alerts:
+            events = _test_events(self._key)
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+            for body in events:
+                await self._post(client, body)
+        return Receipt()
+
+    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        try:
+            async with client.stream(
+                "POST",
+                self._url,
+                content=json.dumps(body, separators=(",", ":")).encode(),
+                headers={"Content-Type": "application/json", "User-Agent": "taskwarden"},
+            ) as response:
+                excerpt = await read_excerpt(response)
+        except httpx.HTTPError as exc:
+            raise TransientDeliveryError(
+                f"PagerDuty unreachable: {type(exc).__name__}: {exc}", receiver=self._name
+            ) from exc
+        if response.status_code == 202:
+            return
+        why = f"PagerDuty answered {response.status_code}: {_message(excerpt)}".rstrip(": ")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientDeliveryError(
+                why,
+                receiver=self._name,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        raise PermanentDeliveryError(why, receiver=self._name)
+
+    async def check(self) -> str:
+        return (
+            "routing key configured (PagerDuty can only verify it by an event: use "
+            "test-notify, which opens and resolves a test incident)"
+        )
+
+
+def _test_events(routing_key: str) -> list[dict[str, Any]]:
+    """test-notify: a test incident, opened and resolved at once."""
+    return [
+        {
+            "routing_key": routing_key,
+            "event_action": "trigger",
+            "dedup_key": "taskwarden-test",
+            "payload": {
+                "summary": "taskwarden test notification: this receiver works",
+                "source": "taskwarden",
+                "severity": "info",
+            },
+            "client": "taskwarden",
+        },
+        {"routing_key": routing_key, "event_action": "resolve", "dedup_key": "taskwarden-test"},
+    ]
+
+
+def _message(excerpt: str) -> str:
+    """PagerDuty's own explanation (``message`` and ``errors``), short."""
+    try:
+        data = json.loads(excerpt)
+    except ValueError:
+        return excerpt[:200]
+    if not isinstance(data, dict):
+        return ""
+    errors = data.get("errors")
+    detail = "; ".join(str(e) for e in errors[:3]) if isinstance(errors, list) else ""
+    return f"{data.get('message', '')} {detail}".strip()[:300]
