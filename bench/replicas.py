@@ -105,7 +105,8 @@ async def cycle_cost(size: int, backend: str, pg: PgServer) -> dict[str, Any]:
                 async def measured(label: str) -> None:
                     db0 = server_cpu(pg) if backend == "postgresql" else 0.0
                     cycle = await daemon.next_cycle()
-                    db = server_cpu(pg) - db0 if backend == "postgresql" else 0.0
+                    # a backend that exits takes its CPU out of the sum: never below 0
+                    db = max(0.0, server_cpu(pg) - db0) if backend == "postgresql" else 0.0
                     row[label] = (cycle.event["seconds"] * 1000, cycle.cpu * 1000, db * 1000)
 
                 await measured("baseline")
@@ -113,7 +114,9 @@ async def cycle_cost(size: int, backend: str, pg: PgServer) -> dict[str, Any]:
                 await daemon.drain_pending_cycles()
                 db0 = server_cpu(pg) if backend == "postgresql" else 0.0
                 idles = [await daemon.next_cycle() for _ in range(IDLE_CYCLES)]
-                db = (server_cpu(pg) - db0) / IDLE_CYCLES if backend == "postgresql" else 0.0
+                db = (
+                    max(0.0, server_cpu(pg) - db0) / IDLE_CYCLES if backend == "postgresql" else 0.0
+                )
                 row["idle"] = (
                     statistics.mean(c.event["seconds"] for c in idles) * 1000,
                     statistics.mean(c.cpu for c in idles) * 1000,
