@@ -27,10 +27,15 @@ lint-deploy: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The tests start a real PostgreSQL (Debian's binaries: initdb + pg_ctl in a temp dir).
+# The tests start a real PostgreSQL (Debian's binaries: initdb + pg_ctl in a temp dir) and
+# a real Alertmanager (Debian's prometheus-alertmanager) on loopback.
 system-deps:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 pytest: $(STAMP) system-deps
 	$(BIN)/pytest

@@ -346,19 +346,35 @@ class PagerDutySettings(_Section):
         return value
 
 
+class AlertmanagerSettings(_Section):
+    """Push alerts into an existing Alertmanager (``POST /api/v2/alerts``)."""
+
+    url: HttpUrl
+    """Its base URL (``http://alertmanager.monitoring:9093``)."""
+    bearer_token: SecretStr | None = None
+    firing_ttl: Duration = timedelta(hours=6)
+    """A firing alert's ``endsAt``; routes to this receiver must repeat more often."""
+    generator_url: str = ""
+    """``generatorURL`` of alerts without a task link: where people reach this taskwarden."""
+    timeout: Duration = timedelta(seconds=10)
+    min_interval: Duration = timedelta(0)
+
+
 class ReceiverSettings(_Section):
     slack: SlackSettings | None = None
     email: EmailSettings | None = None
     webhook: WebhookSettings | None = None
     pagerduty: PagerDutySettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
     console: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReceiverSettings:
-        kinds = [self.slack, self.email, self.webhook, self.pagerduty]
+        kinds = [self.slack, self.email, self.webhook, self.pagerduty, self.alertmanager]
         if sum([*(k is not None for k in kinds), self.console]) != 1:
             raise ValueError(
-                "a receiver is exactly one of slack, email, webhook, pagerduty or console: true"
+                "a receiver is exactly one of slack, email, webhook, pagerduty, alertmanager "
+                "or console: true"
             )
         return self
 

@@ -15,6 +15,7 @@ from taskwarden.config import ElasticPathSourceSettings
 from taskwarden.errors import ConfigError
 from taskwarden.health import HEALTH_ALERT_LABELS, HealthSettings
 from taskwarden.matchers import parse_all
+from taskwarden.notify.alertmanager import AlertmanagerNotifier
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
 from taskwarden.notify.pagerduty import PagerDutyNotifier
@@ -22,7 +23,7 @@ from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
 from taskwarden.notify.webhook import WebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
-from taskwarden.routing import Route, Silence
+from taskwarden.routing import Route, RouteNode, Silence, compile_routes
 from taskwarden.rules import RULE_ALERT_LABELS, TASK_LABELS
 from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSource, make_auth
 from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
@@ -107,6 +108,8 @@ def settings_secrets(settings: Settings) -> list[str]:
             found += [hook.url, hook.bearer_token, hook.hmac_secret]
         if receiver.pagerduty is not None:
             found.append(receiver.pagerduty.routing_key)
+        if receiver.alertmanager is not None:
+            found.append(receiver.alertmanager.bearer_token)
     if settings.heartbeat is not None:
         found.append(settings.heartbeat.url)
     found.append(settings.state.password)
@@ -202,6 +205,8 @@ def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
     root = _route(settings.route) if settings.route is not None else None
     if root is not None and root.group_by is None:
         root = replace(root, group_by=("team", "rule", "source", "kind"))
+    if root is not None and root.receiver is not None:
+        _check_alertmanager_repeats(settings, compile_routes(root))
     return Alerting(
         teams=teams,
         route=root,
@@ -211,6 +216,22 @@ def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
         },
         max_details=settings.notifications.max_details_per_cycle,
     )
+
+
+def _check_alertmanager_repeats(settings: Settings, node: RouteNode) -> None:
+    """A route to an Alertmanager must repeat before the alerts it posted lapse."""
+    config = settings.receivers.get(node.receiver)
+    am = config.alertmanager if config is not None else None
+    if am is not None and node.timing.repeat_interval >= am.firing_ttl:
+        where = f"route {node.path}" if node.path != "0" else "the root route"
+        raise ConfigError(
+            f"{where} sends to receiver {node.receiver!r} (an Alertmanager) every "
+            f"{node.timing.repeat_interval} (repeat_interval), but its alerts lapse after "
+            f"receivers.{node.receiver}.alertmanager.firing_ttl ({am.firing_ttl}): set "
+            "repeat_interval below firing_ttl, or raise firing_ttl"
+        )
+    for child in node.children:
+        _check_alertmanager_repeats(settings, child)
 
 
 def configured_silences(settings: Settings, now: datetime) -> list[Silence]:
@@ -269,6 +290,11 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             timeout=smtp.timeout.total_seconds(),
             ca_file=str(smtp.ca_file) if smtp.ca_file is not None else None,
         )
+    return _http_notifier(name, config) or ConsoleNotifier(name)
+
+
+def _http_notifier(name: str, config: ReceiverSettings) -> Notifier | None:
+    """The receivers that POST JSON: a webhook, PagerDuty, Alertmanager."""
     if config.webhook is not None:
         hook = config.webhook
         return WebhookNotifier(
@@ -290,7 +316,17 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             timeout=pager.timeout.total_seconds(),
             client_url=pager.client_url,
         )
-    return ConsoleNotifier(name)
+    if config.alertmanager is not None:
+        am = config.alertmanager
+        return AlertmanagerNotifier(
+            name,
+            am.url,
+            firing_ttl=am.firing_ttl,
+            timeout=am.timeout.total_seconds(),
+            generator_url=am.generator_url,
+            bearer_token=_secret(am.bearer_token),
+        )
+    return None
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -328,6 +364,10 @@ def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
         target = f"pagerduty:{urlsplit(pager.url).netloc}"
         # A message is one event per alert, each within the timeout.
         return pager.min_interval.total_seconds(), target, pager.timeout.total_seconds() * 4 + 5
+    if config.alertmanager is not None:
+        am = config.alertmanager
+        target = f"alertmanager:{urlsplit(am.url).netloc}"
+        return am.min_interval.total_seconds(), target, am.timeout.total_seconds() + 5
     return 0.0, f"console:{name}", 10.0
 
 
