@@ -19,10 +19,10 @@ import httpx
 
 from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
-from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
-from taskwarden.httputil import parse_retry_after
+from taskwarden.errors import TransientDeliveryError
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.webhook import alert_annotations, alert_labels, read_excerpt
+from taskwarden.notify.jsonpost import post_json
+from taskwarden.notify.webhook import alert_annotations, alert_labels
 from taskwarden.timeutil import format_api_time, utc_now
 
 if TYPE_CHECKING:
@@ -79,31 +79,17 @@ class AlertmanagerNotifier(NotifierBase):
         ]
         if notification.test and not alerts:
             alerts = [_test_alert(now)]
-        headers = {"Content-Type": "application/json", "User-Agent": "taskwarden"}
-        if self._bearer:
-            headers["Authorization"] = f"Bearer {self._bearer}"
-        try:
-            async with (
-                httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
-                client.stream(
-                    "POST", self._endpoint, content=json.dumps(alerts).encode(), headers=headers
-                ) as response,
-            ):
-                excerpt = await read_excerpt(response)
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(
-                f"Alertmanager unreachable: {type(exc).__name__}: {exc}", receiver=self._name
-            ) from exc
-        if response.is_success:
-            return Receipt()
-        why = f"Alertmanager answered {response.status_code}: {excerpt}".rstrip(": ")
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            raise TransientDeliveryError(
-                why,
+        headers = {"Authorization": f"Bearer {self._bearer}"} if self._bearer else {}
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+            await post_json(
+                client,
+                self._endpoint,
+                json.dumps(alerts).encode(),
                 receiver=self._name,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                service="Alertmanager",
+                headers=headers,
             )
-        raise PermanentDeliveryError(why, receiver=self._name)
+        return Receipt()
 
     async def check(self) -> str:
         """``GET /api/v2/status``: Alertmanager answers and says its version."""

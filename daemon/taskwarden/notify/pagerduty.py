@@ -1,10 +1,10 @@
 """PagerDuty Events API v2: one ``trigger`` per firing alert, one ``resolve`` per resolved
 one, ``dedup_key`` = the alert's fingerprint (so a repeat updates the same incident).
 
-202 is accepted; 400 (an invalid event) is given up; 429 and 5xx are retried through the
-outbox. A notification's events are sent in order; when one fails, the whole notification
-is retried later, and the events already accepted are accepted again by ``dedup_key``
-(PagerDuty de-duplicates them), so nothing is opened twice.
+2xx (PagerDuty answers 202) is accepted; 400 (an invalid event) is given up; 429 and 5xx
+are retried through the outbox. A notification's events are sent in order; when one
+fails, the whole notification is retried later, and the events already accepted are
+accepted again by ``dedup_key`` (PagerDuty de-duplicates them): nothing opens twice.
 """
 
 from __future__ import annotations
@@ -16,15 +16,9 @@ import httpx
 
 from taskwarden.alerts import AlertState, Severity
 from taskwarden.delivery import Receipt
-from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
-from taskwarden.httputil import parse_retry_after
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.webhook import (
-    alert_annotations,
-    alert_labels,
-    fingerprint,
-    read_excerpt,
-)
+from taskwarden.notify.jsonpost import post_json
+from taskwarden.notify.webhook import alert_annotations, alert_labels, fingerprint
 from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
@@ -92,28 +86,14 @@ class PagerDutyNotifier(NotifierBase):
         return Receipt()
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
-        try:
-            async with client.stream(
-                "POST",
-                self._url,
-                content=json.dumps(body, separators=(",", ":")).encode(),
-                headers={"Content-Type": "application/json", "User-Agent": "taskwarden"},
-            ) as response:
-                excerpt = await read_excerpt(response)
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(
-                f"PagerDuty unreachable: {type(exc).__name__}: {exc}", receiver=self._name
-            ) from exc
-        if response.status_code == 202:
-            return
-        why = f"PagerDuty answered {response.status_code}: {_message(excerpt)}".rstrip(": ")
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientDeliveryError(
-                why,
-                receiver=self._name,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        raise PermanentDeliveryError(why, receiver=self._name)
+        await post_json(
+            client,
+            self._url,
+            json.dumps(body, separators=(",", ":")).encode(),
+            receiver=self._name,
+            service="PagerDuty",
+            explain=_message,
+        )
 
     async def check(self) -> str:
         return (

@@ -18,9 +18,8 @@ import httpx
 
 from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
-from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
-from taskwarden.httputil import parse_retry_after
 from taskwarden.notify.base import NotifierBase
+from taskwarden.notify.jsonpost import post_json
 from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 SIGNATURE_HEADER = "X-Taskwarden-Signature"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 """Alertmanager's ``endsAt`` of an alert that has not ended."""
-MAX_ERROR_BODY = 512
-"""Bytes of a refusal's body kept for the error message (a hostile answer stays small)."""
 
 
 def fingerprint(alert: Alert) -> str:
@@ -162,50 +159,16 @@ class WebhookNotifier(NotifierBase):
             ),
             separators=(",", ":"),
         ).encode()
-        headers = {
-            **self._headers,
-            "Content-Type": "application/json",
-            "User-Agent": "taskwarden",
-        }
+        headers = dict(self._headers)
         if self._bearer:
             headers["Authorization"] = f"Bearer {self._bearer}"
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
-        try:
-            async with (
-                httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client,
-                client.stream("POST", self._url, content=body, headers=headers) as response,
-            ):
-                excerpt = await read_excerpt(response)
-        except httpx.HTTPError as exc:
-            raise TransientDeliveryError(
-                f"webhook unreachable: {type(exc).__name__}: {exc}", receiver=self._name
-            ) from exc
-        if response.is_success:
-            return Receipt()
-        raise _classify(self._name, response, excerpt)
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+            await post_json(
+                client, self._url, body, receiver=self._name, service="webhook", headers=headers
+            )
+        return Receipt()
 
     async def check(self) -> str:
         return "webhook URL configured (a webhook can only be verified by posting: use test-notify)"
-
-
-async def read_excerpt(response: httpx.Response) -> str:
-    """The first `MAX_ERROR_BODY` bytes of an answer, as text (a hostile answer stays small)."""
-    kept = b""
-    async for chunk in response.aiter_bytes():
-        kept += chunk
-        if len(kept) >= MAX_ERROR_BODY:
-            break
-    return kept[:MAX_ERROR_BODY].decode(errors="replace").strip()
-
-
-def _classify(receiver: str, response: httpx.Response, excerpt: str) -> Exception:
-    status = response.status_code
-    why = f"webhook answered {status}" + (f": {excerpt}" if excerpt else "")
-    if status in (408, 429) or status >= 500:
-        return TransientDeliveryError(
-            why,
-            receiver=receiver,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    return PermanentDeliveryError(why, receiver=receiver)
