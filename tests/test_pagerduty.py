@@ -101,7 +101,7 @@ async def pagerduty() -> AsyncIterator[PagerDuty]:
     server = PagerDuty()
     app = web.Application()
     app.router.add_post("/v2/enqueue", server.enqueue)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

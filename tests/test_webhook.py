@@ -57,7 +57,7 @@ async def hook() -> AsyncIterator[Hook]:
     recorder = Hook()
     app = web.Application()
     app.router.add_post("/hook/{token}", recorder.handle)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -360,21 +360,32 @@ class AlertmanagerSettings(_Section):
     min_interval: Duration = timedelta(0)
 
 
+class TeamsSettings(_Section):
+    """Microsoft Teams: a Workflows webhook ("Post to a channel when a webhook request is
+    received") that posts an Adaptive Card."""
+
+    url: SecretUrl
+    """The workflow's URL (it carries its signature: ``receivers__<name>__teams__url``)."""
+    timeout: Duration = timedelta(seconds=10)
+    min_interval: Duration = timedelta(seconds=1)
+
+
 class ReceiverSettings(_Section):
     slack: SlackSettings | None = None
     email: EmailSettings | None = None
     webhook: WebhookSettings | None = None
     pagerduty: PagerDutySettings | None = None
     alertmanager: AlertmanagerSettings | None = None
+    teams: TeamsSettings | None = None
     console: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReceiverSettings:
         kinds = [self.slack, self.email, self.webhook, self.pagerduty, self.alertmanager]
-        if sum([*(k is not None for k in kinds), self.console]) != 1:
+        if sum([*(k is not None for k in [*kinds, self.teams]), self.console]) != 1:
             raise ValueError(
-                "a receiver is exactly one of slack, email, webhook, pagerduty, alertmanager "
-                "or console: true"
+                "a receiver is exactly one of slack, email, webhook, pagerduty, alertmanager, "
+                "teams or console: true"
             )
         return self
 

@@ -20,6 +20,7 @@ from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
 from taskwarden.notify.pagerduty import PagerDutyNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
+from taskwarden.notify.teams import TeamsNotifier
 from taskwarden.notify.webhook import WebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
@@ -110,6 +111,8 @@ def settings_secrets(settings: Settings) -> list[str]:
             found.append(receiver.pagerduty.routing_key)
         if receiver.alertmanager is not None:
             found.append(receiver.alertmanager.bearer_token)
+        if receiver.teams is not None:
+            found.append(receiver.teams.url)
     if settings.heartbeat is not None:
         found.append(settings.heartbeat.url)
     found.append(settings.state.password)
@@ -326,6 +329,11 @@ def _http_notifier(name: str, config: ReceiverSettings) -> Notifier | None:
             generator_url=am.generator_url,
             bearer_token=_secret(am.bearer_token),
         )
+    if config.teams is not None:
+        teams = config.teams
+        return TeamsNotifier(
+            name, teams.url.get_secret_value(), timeout=teams.timeout.total_seconds()
+        )
     return None
 
 
@@ -351,6 +359,13 @@ def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
     if config.email is not None:
         smtp = config.email.smtp
         return 0.0, f"smtp:{smtp.host}:{smtp.port}", smtp.timeout.total_seconds() * 3 + 5
+    http = _http_pacing(config)
+    if http is not None:
+        return http
+    return 0.0, f"console:{name}", 10.0
+
+
+def _http_pacing(config: ReceiverSettings) -> tuple[float, str, float] | None:
     if config.webhook is not None:
         hook = config.webhook
         host = urlsplit(hook.url.get_secret_value()).netloc.rpartition("@")[2]
@@ -368,7 +383,15 @@ def _pacing(name: str, config: ReceiverSettings) -> tuple[float, str, float]:
         am = config.alertmanager
         target = f"alertmanager:{urlsplit(am.url).netloc}"
         return am.min_interval.total_seconds(), target, am.timeout.total_seconds() + 5
-    return 0.0, f"console:{name}", 10.0
+    if config.teams is not None:
+        teams = config.teams
+        digest = hashlib.sha256(teams.url.get_secret_value().encode()).hexdigest()
+        return (
+            teams.min_interval.total_seconds(),
+            f"teams:{digest[:16]}",
+            teams.timeout.total_seconds() + 5,
+        )
+    return None
 
 
 def build_receiver(name: str, config: ReceiverSettings) -> Receiver:
