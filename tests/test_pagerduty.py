@@ -20,7 +20,7 @@ from taskwarden.outbox import DeliverySettings, OutboxSender, Receiver
 from taskwarden.state import open_state
 
 from .conftest import T0
-from .helpers import free_port
+from .helpers import free_port, serving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -101,14 +101,9 @@ async def pagerduty() -> AsyncIterator[PagerDuty]:
     server = PagerDuty()
     app = web.Application()
     app.router.add_post("/v2/enqueue", server.enqueue)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}/v2/enqueue"
-    yield server
-    await runner.cleanup()
+    async with serving(app) as base:
+        server.url = f"{base}/v2/enqueue"
+        yield server
 
 
 def alert(key: str, *, resolved: bool = False, title: str = "") -> Alert:

@@ -18,7 +18,7 @@ from taskwarden.model import Problem, Product
 from taskwarden.notify.teams import MAX_ALERTS, TeamsNotifier, inert
 
 from .conftest import T0
-from .helpers import free_port
+from .helpers import free_port, serving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -54,14 +54,9 @@ async def workflows() -> AsyncIterator[Workflows]:
     server = Workflows()
     app = web.Application()
     app.router.add_post("/workflows/{id}/triggers/manual/paths/invoke", server.trigger)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}/workflows/w1/triggers/manual/paths/invoke?sig=s3cr3t"
-    yield server
-    await runner.cleanup()
+    async with serving(app) as base:
+        server.url = f"{base}/workflows/w1/triggers/manual/paths/invoke?sig=s3cr3t"
+        yield server
 
 
 def alert(key: str, erid: str = "SKU-1") -> Alert:

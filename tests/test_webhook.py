@@ -25,7 +25,7 @@ from taskwarden.state import open_state
 from taskwarden.wiring import build_receivers, settings_secrets
 
 from .conftest import T0
-from .helpers import free_port
+from .helpers import free_port, serving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,14 +57,9 @@ async def hook() -> AsyncIterator[Hook]:
     recorder = Hook()
     app = web.Application()
     app.router.add_post("/hook/{token}", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    recorder.url = f"http://127.0.0.1:{port}/hook/t0ken"
-    yield recorder
-    await runner.cleanup()
+    async with serving(app) as base:
+        recorder.url = f"{base}/hook/t0ken"
+        yield recorder
 
 
 def failed(key: str, *, resolved: bool = False) -> Alert:
