@@ -83,6 +83,9 @@ def test_demo_runs_the_daemon_and_ends_by_itself_with_a_summary() -> None:
     assert len(slack_lines) == 6  # 25 failures at once are one message
     assert "PRICE_MISSING" in result.output  # the console receiver shows the error details
     assert "0 left in the outbox" in result.output
+    hook_lines = [line for line in result.output.splitlines() if "webhook <- firing" in line]
+    assert any("failure-burst (Alertmanager payload v4)" in line for line in hook_lines)
+    assert f"{len(hook_lines)} webhook payload(s) in the Alertmanager format" in result.output
 
 
 def test_scheduler_chatter_stays_quiet_at_info_but_its_warnings_do_not(

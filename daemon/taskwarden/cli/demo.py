@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -60,6 +60,7 @@ sources:
 teams: ["teams/*.yaml"]
 receivers:
   slack: {{slack: {{channel: alerts, base_url: {slack.api_url}, min_interval: 0.2s}}}}
+  incidents: {{webhook: {{max_alerts: 5}}}}
   console: {{console: true}}
 route:
   receiver: console
@@ -69,12 +70,26 @@ route:
   repeat_interval: 1h
   routes:
     - {{receiver: slack, matchers: ['team=~".+"'], continue: true}}
+    - {{receiver: incidents, matchers: ['severity="critical"'], continue: true}}
     - {{receiver: console, matchers: ['team=~".+"']}}
 notifications: {{fallback_receiver: [console, slack]}}
 daemon: {{health_bind: "127.0.0.1:0", deliver_interval: 0.25s, shutdown_grace: 10s}}
 """
     )
     return config
+
+
+def _show_payload(started: float) -> object:
+    def show(payload: dict[str, Any]) -> None:
+        at = time.monotonic() - started
+        names = sorted({a["labels"].get("alertname", "?") for a in payload["alerts"]})
+        click.secho(
+            f"[{at:5.1f}s] webhook <- {payload['status']} {len(payload['alerts'])} alert(s) "
+            f"{', '.join(names)} (Alertmanager payload v{payload['version']})",
+            fg="magenta",
+        )
+
+    return show
 
 
 def _show(started: float) -> object:
@@ -126,8 +141,9 @@ def demo() -> None:
     """Run the real daemon against a scripted simulator scenario and show each alert.
 
     Failed deploys with error details, a failed Elastic Path import, a task that hangs and
-    then completes, a burst of failures; delivered to the console and to a Slack-compatible
-    endpoint on loopback. Needs no credentials and no network; ends by itself in about 20 s.
+    then completes, a burst of failures; delivered to the console, to a Slack-compatible
+    endpoint and (critical alerts) to an Alertmanager-format webhook, all on loopback.
+    Needs no credentials and no network; ends by itself in about 20 s.
     """
     run(run_demo)
 
@@ -136,6 +152,7 @@ async def run_demo(out: Output) -> int:
     from taskwarden.simulator import Simulator
     from taskwarden.simulator.elasticpath import install_elasticpath
     from taskwarden.simulator.slack import SlackServer
+    from taskwarden.simulator.webhook import WebhookConsumer, running_webhook_consumer
 
     sim = Simulator(api_key=KEY)
     ep = install_elasticpath(sim, client_id="demo-client", client_secret=EP_SECRET)
@@ -144,6 +161,8 @@ async def run_demo(out: Output) -> int:
     started = time.monotonic()
     slack = SlackServer(min_interval=0.2)
     slack.on_message.append(_show(started))  # type: ignore[arg-type]
+    hook = WebhookConsumer()
+    hook.on_payload.append(_show_payload(started))  # type: ignore[arg-type]
     # The demo's credentials reach the daemon as its environment would, without touching
     # this process's own environment.
     environ = {
@@ -152,7 +171,11 @@ async def run_demo(out: Output) -> int:
         "TASKWARDEN_SOURCES__DEMO_EP__CLIENT_SECRET": EP_SECRET,
         "TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN": slack.token,
     }
-    return await _run(sim, ep, slack, started, environ, out)
+    async with running_webhook_consumer(hook):
+        environ["TASKWARDEN_RECEIVERS__INCIDENTS__WEBHOOK__URL"] = hook.url
+        code = await _run(sim, ep, slack, started, environ, out)
+    out.echo(f"{len(hook.payloads)} webhook payload(s) in the Alertmanager format")
+    return code
 
 
 async def _run(  # noqa: PLR0917 - the demo's cast, passed along once
