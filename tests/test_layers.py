@@ -23,6 +23,7 @@ STAGES: dict[str, int] = {
     "taskwarden.sources": 1,
     "taskwarden.diff": 2,
     "taskwarden.rules": 3,
+    "taskwarden.templates": 3,
     "taskwarden.health": 3,
     "taskwarden.routing": 4,
     "taskwarden.alerting": 4,

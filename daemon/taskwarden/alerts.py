@@ -78,6 +78,9 @@ class Alert:
     total: int = 1
     note: str = ""
     """A line of context: how a stuck task ended, how long it took."""
+    annotations: Labels = ()
+    """The rule's annotations (``summary``, ``description``, ``runbook_url``, free keys),
+    rendered from its templates when the alert fired: text, untrusted like vendor text."""
 
     def label(self, name: str) -> str | None:
         return dict(self.labels).get(name)
@@ -195,6 +198,7 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         "counts": [list(c) for c in alert.counts],
         "total": alert.total,
         "note": alert.note,
+        "annotations": [list(pair) for pair in alert.annotations],
     }
 
 
@@ -214,6 +218,7 @@ def alert_from(data: dict[str, Any]) -> Alert:
         counts=tuple((str(k), int(v)) for k, v in data.get("counts") or ()),
         total=int(data.get("total", 1)),
         note=str(data.get("note", "")),
+        annotations=tuple((str(k), str(v)) for k, v in data.get("annotations") or ()),
     )
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskwarden.alerts import Alert, AlertState, Labels, Severity, TaskFacts, humanize
 from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone
 from taskwarden.matchers import Matcher, match_all
 from taskwarden.model import Phase, Task, TaskDetails
+from taskwarden.templates import NO_ANNOTATIONS, Annotations, alert_context
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ class FailedRule:
     severity: Severity = Severity.WARNING
     outcomes: frozenset[Phase] = frozenset({Phase.FAILED})
     labels: Labels = ()
+    annotations: Annotations = NO_ANNOTATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class StuckRule:
     matchers: tuple[Matcher, ...] = ()
     severity: Severity = Severity.WARNING
     labels: Labels = ()
+    annotations: Annotations = NO_ANNOTATIONS
 
     def threshold(self, kind: str) -> timedelta:
         return self.after_by_kind.get(kind, self.after)
@@ -66,6 +69,7 @@ class BurstRule:
     """While the burst fires, the team's individual failure alerts it covers are recorded
     but not sent: the burst message carries their counts and examples."""
     labels: Labels = ()
+    annotations: Annotations = NO_ANNOTATIONS
 
 
 Rule = FailedRule | StuckRule | BurstRule
@@ -147,6 +151,24 @@ def task_labels(task: Task, source_labels: Labels = ()) -> dict[str, tuple[str, 
     )
     labels["external_reference_id"] = labels["erid"]
     return labels
+
+
+def annotated(by: Rule, team: Team, now: datetime, **fields: Any) -> Alert:
+    """The alert, with its rule's annotations rendered on it (none: as it is)."""
+    alert = Alert(**fields)
+    if not by.annotations.templates:
+        return alert
+    context = alert_context(
+        rule=by.name,
+        team=team.name,
+        source=alert.source,
+        severity=alert.severity.value,
+        labels=alert.labels,
+        tasks=alert.tasks,
+        count=alert.total,
+        now=now,
+    )
+    return replace(alert, annotations=by.annotations.render(context))
 
 
 def _alert_labels(
@@ -249,7 +271,10 @@ def _failures(team: Team, rules: Sequence[FailedRule], given: RuleInput) -> Rule
                 [("source", task.source), ("kind", task.kind), ("status", task.status)],
             )
             fired.append(
-                Alert(
+                annotated(
+                    rule,
+                    team,
+                    given.now,
                     key=f"failed/{team.name}/{rule.name}/{task.source}/{task.task_id}/{task.status}",
                     rule=rule.name,
                     source=task.source,
@@ -306,7 +331,10 @@ def _stuck_alert(
     labels = _alert_labels(
         rule, team, given.source_labels, [("source", task.source), ("kind", task.kind)]
     )
-    return Alert(
+    return annotated(
+        rule,
+        team,
+        given.now,
         key=_stuck_key(team, rule, task),
         rule=rule.name,
         source=task.source,
@@ -389,7 +417,10 @@ def _burst_alert(
     if not examples:
         examples = tuple(facts(t) for t in window.recent[-MAX_EXAMPLES:])
     total = sum(counted.values())
-    return Alert(
+    return annotated(
+        rule,
+        team,
+        given.now,
         key=key,
         rule=rule.name,
         source=given.source,

@@ -22,6 +22,13 @@ from taskwarden.errors import ConfigError
 from taskwarden.matchers import parse_all
 from taskwarden.model import Phase
 from taskwarden.rules import TASK_LABELS, BurstRule, FailedRule, Rule, StuckRule, Team
+from taskwarden.templates import (
+    NO_ANNOTATIONS,
+    AnnotationError,
+    Annotations,
+    compile_annotations,
+    environment,
+)
 from taskwarden.yamlfile import did_you_mean, load_yaml
 
 _TEAM = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -35,6 +42,17 @@ class _RuleSpec(_Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     matchers: Matchers = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """``summary``, ``description``, ``runbook_url`` and free keys: Jinja2 templates over
+    the alert (``labels``, ``task``, ``tasks``, ``count``, …; see templates.py)."""
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[a-z][a-z0-9_]*$", key):
+                raise ValueError(f"annotation name {key!r}: lower-case letters, digits and _")
+        return value
 
 
 class FailedSpec(_RuleSpec):
@@ -81,7 +99,9 @@ class TeamFile(_Spec):
         return value
 
 
-def to_rule(spec: FailedSpec | StuckSpec | BurstSpec, team: str) -> Rule:
+def to_rule(
+    spec: FailedSpec | StuckSpec | BurstSpec, team: str, annotations: Annotations = NO_ANNOTATIONS
+) -> Rule:
     matchers = parse_all(spec.matchers)
     labels = tuple(sorted(spec.labels.items()))
     if isinstance(spec, FailedSpec):
@@ -92,6 +112,7 @@ def to_rule(spec: FailedSpec | StuckSpec | BurstSpec, team: str) -> Rule:
             severity=spec.severity,
             outcomes=frozenset(Phase(o) for o in spec.outcomes),
             labels=labels,
+            annotations=annotations,
         )
     if isinstance(spec, StuckSpec):
         return StuckRule(
@@ -102,6 +123,7 @@ def to_rule(spec: FailedSpec | StuckSpec | BurstSpec, team: str) -> Rule:
             matchers=matchers,
             severity=spec.severity,
             labels=labels,
+            annotations=annotations,
         )
     return BurstRule(
         name=spec.name,
@@ -112,6 +134,7 @@ def to_rule(spec: FailedSpec | StuckSpec | BurstSpec, team: str) -> Rule:
         severity=spec.severity,
         inhibit=spec.inhibit,
         labels=labels,
+        annotations=annotations,
     )
 
 
@@ -166,9 +189,21 @@ def load_team_file(path: Path, task_labels: frozenset[str] = TASK_LABELS) -> Tea
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: rule names must be unique in a team: {', '.join(duplicates)}")
+    env = environment()
+    compiled: list[Annotations] = []
+    broken: list[str] = []
+    for index, rule in enumerate(spec.rules):
+        try:
+            compiled.append(compile_annotations(rule.annotations, env))
+        except AnnotationError as exc:
+            line = doc.line_of(["rules", index, "annotations", exc.key])
+            at = f" (line {line})" if line is not None else ""
+            broken.append(f"  rules[{index}] {rule.name!r} annotations{at}: {exc}")
+    if broken:
+        raise ConfigError("\n".join([f"{path}: {len(broken)} problem(s):", *broken]))
     return Team(
         name=spec.team,
-        rules=tuple(to_rule(r, spec.team) for r in spec.rules),
+        rules=tuple(to_rule(r, spec.team, a) for r, a in zip(spec.rules, compiled, strict=True)),
         labels=tuple(sorted(spec.labels.items())),
         origin=str(path),
     )

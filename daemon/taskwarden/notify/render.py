@@ -123,11 +123,20 @@ def more_problems(hidden: int) -> str:
 
 
 def alert_view(alert: Alert) -> AlertView:
+    """The rule's ``summary`` annotation, when it has one, is the title; its
+    ``description`` and ``runbook_url`` join the note (all text, escaped by each medium)."""
     prefix = "RESOLVED: " if alert.state is AlertState.RESOLVED else ""
+    annotations = dict(alert.annotations)
+    runbook = annotations.get("runbook_url")
+    note = [
+        alert.note,
+        annotations.get("description", ""),
+        f"runbook: {runbook}" if runbook else "",
+    ]
     return AlertView(
         alert=alert,
-        title=prefix + alert.title,
-        note=alert.note,
+        title=prefix + (annotations.get("summary") or alert.title),
+        note=" · ".join(part for part in note if part),
         counts=alert.counts,
         tasks=tuple(task_view(t, alert) for t in alert.tasks),
     )

@@ -47,6 +47,8 @@ def alert_labels(alert: Alert) -> dict[str, str]:
 
 
 def alert_annotations(alert: Alert) -> dict[str, str]:
+    """The rule's annotations over the defaults (``summary`` = the title, ``description``
+    = the note, the task ids and vendor errors)."""
     out = {"summary": alert.title}
     if alert.note:
         out["description"] = alert.note
@@ -55,6 +57,7 @@ def alert_annotations(alert: Alert) -> dict[str, str]:
         problems = [f"{p.code}: {p.description}".strip(": ") for t in alert.tasks for p in t.errors]
         if problems:
             out["errors"] = "\n".join(problems)
+    out.update(alert.annotations)
     return out
 
 
