@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Iterator
+    from collections.abc import Callable, Collection, Iterable
     from datetime import datetime, timedelta
 
     from taskwarden.state.protocol import Lease, LeaseHolder, LeaseStore
@@ -90,7 +90,6 @@ class Leases:
         self._valid_until = float("-inf")
         self.holders: list[LeaseHolder] = []
         """Every lease and its holder as of the last claim (readiness, `state`)."""
-        self.claimed_once = False
 
     @property
     def exclusive(self) -> bool:
@@ -113,7 +112,6 @@ class Leases:
         self._held = held
         self._valid_until = began + self.ttl.total_seconds() * SAFE_SHARE
         self.holders = self._store.lease_holders()
-        self.claimed_once = True
         if gained or release or lost:
             log.info(
                 "leases.changed",
@@ -144,9 +142,6 @@ class Leases:
 
     def holder_of(self, name: str) -> LeaseHolder | None:
         return next((h for h in self.holders if h.name == name), None)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._held)
 
 
 class HeldReceivers:
