@@ -17,10 +17,17 @@ from taskwarden.alerts import Alert, Severity
 from taskwarden.cli import cli
 from taskwarden.errors import SchemaTooNewError, StateMissingError, StateUnavailableError
 from taskwarden.routing import AlertBatch, Destination, RoutedAlert, Timing
-from taskwarden.state.postgres import open_postgres
+from taskwarden.state.postgres import (
+    RECONNECT_PAUSE,
+    PgConnection,
+    PostgresStateStore,
+    connect,
+    open_postgres,
+)
 from taskwarden.state.schema import SCHEMA_VERSION
 
 from .conftest import API_KEY, T0
+from .pgserver import PgServer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -181,3 +188,38 @@ def test_queries_are_planned_with_their_values_never_as_generic_prepared_plans(
             store.source_view("dr")
         prepared = store.db.execute("SELECT statement FROM pg_prepared_statements").fetchall()
     assert [row[0] for row in prepared] == []
+
+
+def test_an_unreachable_server_is_tried_once_per_pause_and_found_again() -> None:
+    """The store is synchronous: while PostgreSQL is down, a connection attempt is made at
+    most once per RECONNECT_PAUSE (the calls between fail at once, not after a timeout
+    each), and the first call after the pause reconnects."""
+    server = PgServer().start()
+    try:
+        url = server.new_database()
+        open_postgres(url, apply_migrations=True).close()
+        attempts: list[float] = []
+        clock = [0.0]
+
+        def opener() -> PgConnection:
+            attempts.append(clock[0])
+            return connect(url, None)
+
+        store = PostgresStateStore(opener, "test", monotonic=lambda: clock[0])
+        server.kill()
+        with pytest.raises(StateUnavailableError):
+            store.get_meta("schema_version")  # the open connection is found dead
+        with pytest.raises(StateUnavailableError):
+            store.get_meta("schema_version")  # one attempt to reconnect, refused
+        with pytest.raises(
+            StateUnavailableError, match=r"the next attempt to reach test is in 5\.0s"
+        ):
+            store.get_meta("schema_version")  # no attempt within the pause
+        assert attempts == [0.0, 0.0]
+        server.resume()
+        clock[0] += RECONNECT_PAUSE
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert attempts == [0.0, 0.0, RECONNECT_PAUSE]
+        store.close()
+    finally:
+        server.close()

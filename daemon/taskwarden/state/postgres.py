@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -46,6 +47,8 @@ log = structlog.get_logger(__name__)
 WRITER_LOCK: Final = 0x7461736B  # "task": the advisory lock key every write transaction takes
 CONNECT_TIMEOUT = 5
 """Seconds to reach the server."""
+RECONNECT_PAUSE = 5.0
+"""Seconds after a failed connection attempt during which calls fail without trying."""
 STATEMENT_TIMEOUT_MS = 15_000
 LOCK_TIMEOUT_MS = 10_000
 """A writer waits this long for another replica's transaction, then fails clearly."""
@@ -155,6 +158,7 @@ class PostgresStateStore(SqlStateStore):
         *,
         redactor: Redactor | None = None,
         discard_writes: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``discard_writes``: every transaction is rolled back (dry runs beside the
         replicas: the same work, nothing reaches the database)."""
@@ -162,6 +166,8 @@ class PostgresStateStore(SqlStateStore):
         self._opener = opener
         self._location = location
         self._discard = discard_writes
+        self._monotonic = monotonic
+        self._next_attempt = float("-inf")
         self._conn: PgConnection | None = opener()
 
     @property
@@ -177,6 +183,9 @@ class PostgresStateStore(SqlStateStore):
         return translate(exc)
 
     def reconnect_if_lost(self) -> None:
+        """A new connection after a lost one; after a failed attempt, calls fail at once
+        for `RECONNECT_PAUSE` (the store is synchronous: an unreachable server must not
+        hold the event loop at every call)."""
         conn = self._conn
         if conn is not None and not conn.raw.closed and not conn.raw.broken:
             return
@@ -185,7 +194,16 @@ class PostgresStateStore(SqlStateStore):
                 conn.raw.close()
             log.warning("state.reconnecting", database=self._location)
         self._conn = None
-        self._conn = self._opener()
+        wait = self._next_attempt - self._monotonic()
+        if wait > 0:
+            raise psycopg.OperationalError(
+                f"not connected; the next attempt to reach {self._location} is in {wait:.1f}s"
+            )
+        try:
+            self._conn = self._opener()
+        except psycopg.Error:
+            self._next_attempt = self._monotonic() + RECONNECT_PAUSE
+            raise
 
     @contextlib.contextmanager
     def transaction(self, *, rollback: bool = False) -> Iterator[PgConnection]:
