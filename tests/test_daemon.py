@@ -4,6 +4,7 @@ and aiosmtpd; signals, reload, health, readiness, metrics, secret redaction."""
 from __future__ import annotations
 
 import asyncio
+import platform
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -353,6 +354,49 @@ async def test_counters_survive_a_reload(
             before = await calls()
             assert await daemon.reload()
             assert await calls() >= before
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(running, timeout=20) == 0
+
+
+async def test_reload_outcomes_and_the_build_are_metrics(
+    tmp_path: Path, sim: Simulator, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a PrometheusRule alerts on: a rejected reload, and which build runs."""
+    from taskwarden import __version__
+
+    health = free_port()
+    config = write_config(
+        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
+    )
+    good = config.read_text()
+    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    daemon = Daemon(config_loader(config), handle_signals=False)
+    running = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), timeout=20)
+        async with httpx.AsyncClient() as client:
+
+            async def sample(line: str) -> float:
+                text = (await client.get(f"http://127.0.0.1:{health}/metrics")).text
+                return counter(text, line)
+
+            ok = "taskwarden_config_last_reload_successful"
+            at = "taskwarden_config_last_reload_success_timestamp_seconds"
+            assert await sample(ok) == 1
+            started = await sample(at)
+            assert started > 0
+            build = f'taskwarden_build_info{{python="{platform.python_version()}",version="{__version__}"}}'
+            assert await sample(build) == 1
+            config.write_text(good + "nonsense: [\n")
+            assert not await daemon.reload()
+            assert await sample(ok) == 0
+            assert await sample(at) == started
+            config.write_text(good)
+            assert await daemon.reload()
+            assert await sample(ok) == 1
+            assert await sample(at) >= started
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(running, timeout=20) == 0

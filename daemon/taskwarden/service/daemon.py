@@ -96,6 +96,7 @@ class Daemon:
         )
         async with runtime:
             self.runtime = runtime
+            runtime.metrics.config_loaded(accepted=True, at=runtime.clock())
             settings = runtime.settings
             async with serve_probes(self, runtime.metrics, settings.daemon.health_bind) as url:
                 self.health_url = url
@@ -212,12 +213,14 @@ class Daemon:
             loaded = self._load()
             runtime.reload(loaded)
         except Exception as exc:  # noqa: BLE001 - any invalid configuration is rejected
+            runtime.metrics.config_loaded(accepted=False, at=runtime.clock())
             log.error(  # noqa: TRY400 - the message is the diagnosis; no traceback needed
                 "config.reload_rejected",
                 errors=str(exc) or type(exc).__name__,
                 keeping="the running configuration",
             )
             return False
+        runtime.metrics.config_loaded(accepted=True, at=runtime.clock())
         for warning in loaded.warnings:
             log.warning("config.warning", warning=warning)
         self._schedule_all(runtime)

@@ -9,12 +9,14 @@ is a single source of truth for each figure.
 
 from __future__ import annotations
 
+import platform
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from taskwarden import __version__
 from taskwarden.errors import StateError
 
 if TYPE_CHECKING:
@@ -146,7 +148,30 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.build_info = Gauge(
+            "taskwarden_build_info",
+            "Always 1; the labels say which taskwarden and Python run",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.config_reload_ok = Gauge(
+            "taskwarden_config_last_reload_successful",
+            "1 when the last configuration load (start or SIGHUP) was accepted, 0 when rejected",
+            registry=self.registry,
+        )
+        self.config_reload_at = Gauge(
+            "taskwarden_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last accepted configuration load",
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(daemon))
+
+    def config_loaded(self, *, accepted: bool, at: datetime) -> None:
+        """A configuration load (the start, a reload) was accepted or rejected."""
+        self.config_reload_ok.set(1 if accepted else 0)
+        if accepted:
+            self.config_reload_at.set(at.timestamp())
 
     def count(self, source: str, endpoint: str, outcome: str) -> None:
         """`CallMeter`: one vendor API attempt."""
