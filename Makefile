@@ -20,19 +20,23 @@ lint: $(STAMP)
 
 # Dockerfile (hadolint) and Kubernetes manifests (against the API schemas, strict);
 # the systemd unit is checked by tests/test_packaging.py with systemd-analyze verify.
-lint-deploy: $(STAMP)
+lint-deploy: $(STAMP) system-deps
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/ha/*.yaml
+	promtool check rules deploy/prometheus/taskwarden-rules.yaml
+	promtool test rules deploy/prometheus/taskwarden-rules.test.yaml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The tests start a real PostgreSQL (Debian's binaries: initdb + pg_ctl in a temp dir) and
-# a real Alertmanager (Debian's prometheus-alertmanager) on loopback.
+# a real Alertmanager (Debian's prometheus-alertmanager) on loopback; promtool (Debian's
+# prometheus) checks and unit-tests the alerting rules on taskwarden itself.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
