@@ -21,8 +21,8 @@ from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
 from taskwarden.errors import TransientDeliveryError
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.jsonpost import post_json
-from taskwarden.notify.webhook import alert_annotations, alert_labels
+from taskwarden.notify.jsonpost import post_json, receiver_client
+from taskwarden.notify.webhook import alert_annotations, alert_labels, task_link
 from taskwarden.timeutil import format_api_time, utc_now
 
 if TYPE_CHECKING:
@@ -39,12 +39,11 @@ def am_alert(
     treats an empty label as absent)."""
     resolved = alert.state is AlertState.RESOLVED
     ends = (alert.ends_at or now) if resolved else now + firing_ttl
-    uri = next((t.uri for t in alert.tasks if t.uri), None)
     body: dict[str, Any] = {
         "labels": {k: v for k, v in alert_labels(alert).items() if v},
         "annotations": alert_annotations(alert),
         "endsAt": format_api_time(ends),
-        "generatorURL": uri or generator_url,
+        "generatorURL": task_link(alert) or generator_url,
     }
     if alert.starts_at is not None:
         body["startsAt"] = format_api_time(alert.starts_at)
@@ -80,7 +79,7 @@ class AlertmanagerNotifier(NotifierBase):
         if notification.test and not alerts:
             alerts = [_test_alert(now)]
         headers = {"Authorization": f"Bearer {self._bearer}"} if self._bearer else {}
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+        async with receiver_client(self._timeout) as client:
             await post_json(
                 client,
                 self._endpoint,
@@ -96,7 +95,7 @@ class AlertmanagerNotifier(NotifierBase):
         headers = {"Authorization": f"Bearer {self._bearer}"} if self._bearer else {}
         status_url = self._endpoint.removesuffix("/alerts") + "/status"
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            async with receiver_client(self._timeout) as client:
                 response = await client.get(status_url, headers=headers)
             response.raise_for_status()
             version = response.json().get("versionInfo", {}).get("version", "?")

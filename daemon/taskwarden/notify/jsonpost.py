@@ -18,6 +18,12 @@ MAX_ERROR_BODY = 512
 """Bytes of a refusal's body kept for the error message (a hostile answer stays small)."""
 
 
+def receiver_client(timeout: float) -> httpx.AsyncClient:
+    """The HTTP client of one delivery: its timeout, and no redirects (a receiver that
+    answers 3xx is refused, never followed to wherever it points)."""
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+
 async def read_excerpt(response: httpx.Response) -> str:
     """The first `MAX_ERROR_BODY` bytes of an answer, as text."""
     kept = b""

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from taskwarden.alerts import AlertState, Severity
 from taskwarden.delivery import Receipt
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.jsonpost import post_json
+from taskwarden.notify.jsonpost import post_json, receiver_client
 from taskwarden.notify.webhook import alert_annotations, alert_labels, fingerprint
 from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
+    import httpx
+
     from taskwarden.alerts import Alert, Notification
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -80,7 +80,7 @@ class PagerDutyNotifier(NotifierBase):
         events = [event(a, self._key, client_url=self._client_url) for a in alerts]
         if notification.test and not alerts:
             events = _test_events(self._key)
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+        async with receiver_client(self._timeout) as client:
             for body in events:
                 await self._post(client, body)
         return Receipt()

@@ -12,12 +12,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.jsonpost import post_json
+from taskwarden.notify.jsonpost import post_json, receiver_client
 from taskwarden.notify.webhook import alert_labels
 
 if TYPE_CHECKING:
@@ -135,7 +133,7 @@ class TeamsNotifier(NotifierBase):
 
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:  # noqa: ARG002 - a Workflows webhook cannot reply in a thread
         body = json.dumps(card(notification), separators=(",", ":")).encode()
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+        async with receiver_client(self._timeout) as client:
             await post_json(client, self._url, body, receiver=self._name, service="Teams")
         return Receipt()
 

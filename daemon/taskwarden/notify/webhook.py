@@ -14,12 +14,10 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.jsonpost import post_json
+from taskwarden.notify.jsonpost import post_json, receiver_client
 from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
@@ -61,6 +59,11 @@ def alert_annotations(alert: Alert) -> dict[str, str]:
     return out
 
 
+def task_link(alert: Alert) -> str:
+    """The first task's API URL: where the alert came from (``generatorURL``)."""
+    return next((t.uri for t in alert.tasks if t.uri), "")
+
+
 def _common(items: list[dict[str, str]]) -> dict[str, str]:
     if not items:
         return {}
@@ -72,14 +75,13 @@ def _common(items: list[dict[str, str]]) -> dict[str, str]:
 
 def _alert_json(alert: Alert) -> dict[str, Any]:
     resolved = alert.state is AlertState.RESOLVED
-    uri = next((t.uri for t in alert.tasks if t.uri), None)
     return {
         "status": "resolved" if resolved else "firing",
         "labels": alert_labels(alert),
         "annotations": alert_annotations(alert),
         "startsAt": format_api_time(alert.starts_at) if alert.starts_at else ZERO_TIME,
         "endsAt": format_api_time(alert.ends_at) if resolved and alert.ends_at else ZERO_TIME,
-        "generatorURL": uri or "",
+        "generatorURL": task_link(alert),
         "fingerprint": fingerprint(alert),
     }
 
@@ -167,7 +169,7 @@ class WebhookNotifier(NotifierBase):
             headers["Authorization"] = f"Bearer {self._bearer}"
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+        async with receiver_client(self._timeout) as client:
             await post_json(
                 client, self._url, body, receiver=self._name, service="webhook", headers=headers
             )
