@@ -159,16 +159,19 @@ class PostgresStateStore(SqlStateStore):
         redactor: Redactor | None = None,
         discard_writes: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
+        connection: PgConnection | None = None,
     ) -> None:
-        """``discard_writes``: every transaction is rolled back (dry runs beside the
-        replicas: the same work, nothing reaches the database)."""
+        """``opener`` makes each new connection; ``connection``, when given, is the first
+        (the one `open_postgres` checked the schema on). ``discard_writes``: every
+        transaction is rolled back (dry runs beside the replicas: the same work, nothing
+        reaches the database)."""
         super().__init__(redactor)
         self._opener = opener
         self._location = location
         self._discard = discard_writes
         self._monotonic = monotonic
         self._next_attempt = float("-inf")
-        self._conn: PgConnection | None = opener()
+        self._conn: PgConnection | None = connection if connection is not None else opener()
 
     @property
     def db(self) -> PgConnection:
@@ -422,11 +425,10 @@ def open_postgres(
             f"{location} has schema version {version}; this taskwarden needs "
             f"{SCHEMA_VERSION}: run `taskwarden migrate`"
         )
-    pending = [first]
-
-    def opener() -> PgConnection:
-        if pending:
-            return pending.pop()
-        return connect(url, password, application=application)
-
-    return PostgresStateStore(opener, location, redactor=redactor, discard_writes=discard_writes)
+    return PostgresStateStore(
+        functools.partial(connect, url, password, application=application),
+        location,
+        redactor=redactor,
+        discard_writes=discard_writes,
+        connection=first,
+    )
