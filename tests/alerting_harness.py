@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.controller import Controller
 
 from taskwarden.alerting import Alerting
+from taskwarden.alerts import Alert, AlertState, Notification
 from taskwarden.health import HealthSettings
 from taskwarden.matchers import parse_all
 from taskwarden.notify.email import EmailNotifier
@@ -41,6 +42,16 @@ FAST_DELIVERY = DeliverySettings(
     backoff_max=timedelta(seconds=30),
     fallback_receivers=("ops",),
 )
+
+
+def notification_of(receiver: str, *alerts: Alert) -> Notification:
+    """One group's message to ``receiver`` showing exactly ``alerts`` (firing and resolved)."""
+    firing = tuple(a for a in alerts if a.state is AlertState.FIRING)
+    resolved = tuple(a for a in alerts if a.state is AlertState.RESOLVED)
+    return Notification(
+        receiver, f"{receiver}|catalog", (("team", "catalog"),), firing, resolved,
+        firing_total=len(firing), resolved_total=len(resolved),
+    )  # fmt: skip
 
 
 def failed_with(result: object, error: type[Exception]) -> bool:

@@ -24,6 +24,7 @@ from taskwarden.notify.alertmanager import AlertmanagerNotifier
 from taskwarden.timeutil import utc_now
 from taskwarden.wiring import build_alerting
 
+from .alerting_harness import notification_of
 from .helpers import free_port, until
 
 if TYPE_CHECKING:
@@ -101,12 +102,7 @@ def stuck(*, resolved: bool = False) -> Alert:
 
 
 def notification(alert: Alert) -> Notification:
-    firing = (alert,) if alert.state is AlertState.FIRING else ()
-    resolved = (alert,) if alert.state is AlertState.RESOLVED else ()
-    return Notification(
-        "am", "am|catalog", (("team", "catalog"),), firing, resolved,
-        firing_total=len(firing), resolved_total=len(resolved),
-    )  # fmt: skip
+    return notification_of("am", alert)
 
 
 async def test_an_alert_appears_with_its_labels_stays_firing_and_resolves(

@@ -19,6 +19,7 @@ from taskwarden.notify.pagerduty import PagerDutyNotifier
 from taskwarden.outbox import DeliverySettings, OutboxSender, Receiver
 from taskwarden.state import open_state
 
+from .alerting_harness import notification_of
 from .conftest import T0
 from .helpers import free_port, serving
 
@@ -123,12 +124,7 @@ def alert(key: str, *, resolved: bool = False, title: str = "") -> Alert:
 
 
 def notification(*alerts: Alert) -> Notification:
-    firing = tuple(a for a in alerts if a.state is AlertState.FIRING)
-    resolved = tuple(a for a in alerts if a.state is AlertState.RESOLVED)
-    return Notification(
-        "pd", "pd|catalog", (("team", "catalog"),), firing, resolved,
-        firing_total=len(firing), resolved_total=len(resolved),
-    )  # fmt: skip
+    return notification_of("pd", *alerts)
 
 
 async def test_alerts_open_repeat_and_resolve_one_incident_each(pagerduty: PagerDuty) -> None:

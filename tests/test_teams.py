@@ -17,6 +17,7 @@ from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.model import Problem, Product
 from taskwarden.notify.teams import MAX_ALERTS, TeamsNotifier, inert
 
+from .alerting_harness import notification_of
 from .conftest import T0
 from .helpers import free_port, serving
 
@@ -76,9 +77,7 @@ def alert(key: str, erid: str = "SKU-1") -> Alert:
 
 
 def notification(*alerts: Alert) -> Notification:
-    return Notification(
-        "teams", "teams|catalog", (("team", "catalog"),), alerts, (), firing_total=len(alerts)
-    )
+    return notification_of("teams", *alerts)
 
 
 def texts(card: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from taskwarden.outbox import DeliverySettings, OutboxSender
 from taskwarden.state import open_state
 from taskwarden.wiring import build_receivers, settings_secrets
 
+from .alerting_harness import notification_of
 from .conftest import T0
 from .helpers import free_port, serving
 
@@ -79,12 +80,7 @@ def failed(key: str, *, resolved: bool = False) -> Alert:
 
 
 def notification(*alerts: Alert) -> Notification:
-    firing = tuple(a for a in alerts if a.state is AlertState.FIRING)
-    resolved = tuple(a for a in alerts if a.state is AlertState.RESOLVED)
-    return Notification(
-        "hook", "hook|catalog", (("team", "catalog"),), firing, resolved,
-        firing_total=len(firing), resolved_total=len(resolved),
-    )  # fmt: skip
+    return notification_of("hook", *alerts)
 
 
 async def test_the_payload_is_alertmanagers_version_4_signed_and_authorized(hook: Hook) -> None:
