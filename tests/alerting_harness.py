@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from email.message import Message
 
     from taskwarden.delivery import Notifier
+    from taskwarden.links import ConsoleLink
     from taskwarden.poller import CycleReport
     from taskwarden.rules import Team
     from taskwarden.simulator import Simulator
@@ -147,6 +148,7 @@ class Harness:
     health: HealthSettings = field(default_factory=HealthSettings)
     skew: timedelta = timedelta(0)
     """How far our clock is ahead of the vendor's (the simulator's)."""
+    console_links: dict[str, ConsoleLink] = field(default_factory=dict)
     sender: OutboxSender = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +162,12 @@ class Harness:
 
     @property
     def alerting(self) -> Alerting:
-        return Alerting(teams=self.teams, route=self.route, health=self.health)
+        return Alerting(
+            teams=self.teams,
+            route=self.route,
+            health=self.health,
+            console_links=self.console_links,
+        )
 
     async def poll(self, advance: timedelta = timedelta(minutes=1)) -> CycleReport | PollFailed:
         self.sim.advance_clock(advance)

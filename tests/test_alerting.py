@@ -296,9 +296,11 @@ async def test_permanent_failure_goes_to_the_fallback(
     assert fallback.via == "webhook"
     assert "A notification to receiver slack was given up" in fallback.text
     assert "channel_not_found" in fallback.raw
-    # The notice says what was lost: the alert's title and its task.
-    assert f"lost (firing, rule deploys): DEPLOY_PRODUCT failed: task {task.task_id}" in (
-        fallback.raw
+    # The notice says what was lost: the alert's title (its product) and its task.
+    [erid] = [p["externalReferenceId"] for p in task.products]
+    assert (
+        f"lost (firing, rule deploys): DEPLOY_PRODUCT failed: {erid} [tasks {task.task_id}]"
+        in fallback.raw
     )
     assert harness.sender.totals.dead["slack"] == 1
 
@@ -451,7 +453,7 @@ async def test_email_delivery_outage_and_header_safety(
         assert "SMTP 554" in (h.store.outbox()[-2]["last_error"] or "")
         await h.sender.deliver_due()  # the fallback's message, enqueued by the give-up
         assert "A notification to receiver mail was given up" in slack.messages[-1].text
-        assert f"task {other.task_id}" in slack.messages[-1].raw
+        assert f"[tasks {other.task_id}]" in slack.messages[-1].raw
     finally:
         smtp.stop()
         store.close()

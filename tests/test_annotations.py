@@ -14,6 +14,7 @@ from taskwarden.alerts import Notification
 from taskwarden.diff import StatusChanged
 from taskwarden.errors import ConfigError
 from taskwarden.model import Phase, Product, Task
+from taskwarden.notify.email import html_body
 from taskwarden.notify.render import plain_text
 from taskwarden.notify.slack import blocks
 from taskwarden.notify.webhook import payload
@@ -67,7 +68,10 @@ def test_annotations_render_when_the_alert_fires_and_every_receiver_shows_them(
     }
     n = Notification("hook", "g", (), (alert,), firing_total=1)
     assert "Deploy of SKU-1 failed after 12m" in plain_text(n)
-    assert "runbook: https://runbooks.example/failed-deploys" in plain_text(n)
+    assert "Runbook: https://runbooks.example/failed-deploys" in plain_text(n)
+    link = '<a href="https://runbooks.example/failed-deploys">Runbook</a>'
+    assert link in html_body(n)
+    assert "<https://runbooks.example/failed-deploys|Runbook>" in json.dumps(blocks(n))
     sent = payload(n, receiver="hook")["alerts"][0]["annotations"]
     assert sent["runbook_url"] == "https://runbooks.example/failed-deploys"
     assert sent["summary"] == "Deploy of SKU-1 failed after 12m"

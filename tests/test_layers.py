@@ -19,6 +19,7 @@ STAGES: dict[str, int] = {
     "taskwarden.matchers": CORE,
     "taskwarden.logs": CORE,
     "taskwarden.yamlfile": CORE,
+    "taskwarden.links": CORE,
     # the pipeline, in order
     "taskwarden.sources": 1,
     "taskwarden.diff": 2,

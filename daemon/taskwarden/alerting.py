@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from taskwarden.alerts import Labels
+    from taskwarden.links import ConsoleLink
     from taskwarden.routing import Route, RouteNode
     from taskwarden.rules import RuleOutput
 
@@ -30,6 +31,7 @@ class Alerting:
     """None: alerts are recorded but nobody is told (no receivers configured)."""
     health: HealthSettings = field(default_factory=HealthSettings)
     source_labels: Mapping[str, Labels] = field(default_factory=dict)
+    console_links: Mapping[str, ConsoleLink] = field(default_factory=dict)
     max_details: int = 20
     tree: RouteNode | None = field(init=False, default=None)
     """``route`` compiled (inheritance resolved), once."""

@@ -48,6 +48,9 @@ class TaskFacts:
     finished_time: datetime | None = None
     products: tuple[Product, ...] = ()
     uri: str | None = None
+    """The vendor API's URL of the task."""
+    console_uri: str | None = None
+    """The task's page in the vendor console, when the source has a ``console_url``."""
     attributes: tuple[tuple[str, str], ...] = ()
     errors: tuple[Problem, ...] = ()
     deployment_errors: tuple[Problem, ...] = ()
@@ -152,6 +155,7 @@ def _facts_json(facts: TaskFacts) -> dict[str, Any]:
             [p.product_id, p.external_reference_id, p.product_type] for p in facts.products
         ],
         "uri": facts.uri,
+        "console": facts.console_uri,
         "attributes": [list(a) for a in facts.attributes],
         "errors": _problems(facts.errors),
         "deploymentErrors": _problems(facts.deployment_errors),
@@ -174,6 +178,7 @@ def _facts_from(data: dict[str, Any]) -> TaskFacts:
         finished_time=_dt(data.get("finished")),
         products=tuple(Product(*p) for p in data.get("products") or ()),
         uri=data.get("uri"),
+        console_uri=data.get("console"),
         attributes=tuple((str(k), str(v)) for k, v in data.get("attributes") or ()),
         errors=problems("errors"),
         deployment_errors=problems("deploymentErrors"),

@@ -42,7 +42,9 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from taskwarden.errors import ConfigError
+from taskwarden.links import ConsoleLink
 from taskwarden.matchers import parse_all
+from taskwarden.notify.templating import check_template
 from taskwarden.yamlfile import YamlDocument, did_you_mean, load_yaml
 
 if TYPE_CHECKING:
@@ -132,6 +134,16 @@ class _PolledSource(_Section):
     max_json_depth: int = Field(default=32, ge=4, le=1000)
     labels: dict[str, str] = Field(default_factory=dict)
     """Free labels on every alert from this source (``env: prod``), for matchers."""
+    console_url: str | None = None
+    """The vendor console page of a task, as a pattern with {task_id}, {source},
+    {product_id}, {erid} (URL-quoted): the link alerts give; the API URL otherwise."""
+
+    @field_validator("console_url")
+    @classmethod
+    def _console_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            ConsoleLink.compile(value)
+        return value
 
     @property
     def deadline(self) -> timedelta:
@@ -226,7 +238,20 @@ class StateSettings(_Section):
 # --- receivers ------------------------------------------------------------------------------
 
 
-class SlackSettings(_Section):
+class _Templated(_Section):
+    title: str | None = None
+    """A Jinja2 template for the message's title (Slack header, e-mail subject, card
+    title); default: the built-in headline."""
+    text: str | None = None
+    """A Jinja2 template for the message's body; default: the built-in rendering."""
+
+    @field_validator("title", "text")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return check_template(value) if value is not None else None
+
+
+class SlackSettings(_Templated):
     webhook_url: SecretUrl | None = None
     token: SecretStr | None = None
     """A bot token (``xoxb-…``): ``chat.postMessage``, follow-ups in threads."""
@@ -274,7 +299,7 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class EmailSettings(_Section):
+class EmailSettings(_Templated):
     to: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(min_length=1)
     """One address or a list (as Alertmanager users write it)."""
     sender: str = Field(alias="from")
@@ -360,7 +385,7 @@ class AlertmanagerSettings(_Section):
     min_interval: Duration = timedelta(0)
 
 
-class TeamsSettings(_Section):
+class TeamsSettings(_Templated):
     """Microsoft Teams: a Workflows webhook ("Post to a channel when a webhook request is
     received") that posts an Adaptive Card."""
 

@@ -149,6 +149,7 @@ async def _poll_once(
                 now=now,
                 baseline=baseline,
                 source_labels=alerting.source_labels.get(source.name, ()),
+                console_link=alerting.console_links.get(source.name),
                 active=active,
                 recent_failures=store.recent_failures(source.name, now - window) if window else (),
                 details=details,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
 
     from taskwarden.diff import Event
+    from taskwarden.links import ConsoleLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,8 @@ class RuleInput:
     """Failures observed by earlier cycles, within the longest burst window."""
     details: Mapping[str, TaskDetails | str] = field(default_factory=dict)
     """Vendor details of failed tasks, or why they could not be fetched."""
+    console_link: ConsoleLink | None = None
+    """How to build a task's console URL, when the source has a pattern."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +185,25 @@ def _alert_labels(
     return tuple(sorted(merged.items()))
 
 
-def facts(task: Task, details: TaskDetails | str | None = None) -> TaskFacts:
+MAX_SUBJECT = 80
+
+
+def subject(task: Task) -> str:
+    """What a task is about, for a title: its product (ERID, else id), the task id only
+    when it names no product. Vendor text, flattened and cut (titles reach headers)."""
+    names = [p.external_reference_id or p.product_id for p in task.products]
+    named = [" ".join(n.split()) for n in names if n and n.strip()]
+    if not named:
+        return f"task {task.task_id}"
+    text = named[0] if len(named) == 1 else f"{named[0]} and {len(named) - 1} more"
+    return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
+
+
+def facts(task: Task, given: RuleInput, *, with_details: bool = False) -> TaskFacts:
+    """What an alert shows of a task; its vendor errors (or why they are missing) when
+    ``with_details``, and its console link when the source has a pattern."""
+    details = given.details.get(task.task_id) if with_details else None
+    link = given.console_link
     base = TaskFacts(
         task_id=task.task_id,
         kind=task.kind,
@@ -191,6 +212,7 @@ def facts(task: Task, details: TaskDetails | str | None = None) -> TaskFacts:
         finished_time=task.finished_time,
         products=task.products,
         uri=task.uri,
+        console_uri=link.for_task(task.task_id, task.source, task.products) if link else None,
         attributes=task.attributes,
     )
     if isinstance(details, TaskDetails):
@@ -280,10 +302,10 @@ def _failures(team: Team, rules: Sequence[FailedRule], given: RuleInput) -> Rule
                     source=task.source,
                     severity=rule.severity,
                     labels=labels,
-                    title=f"{task.kind} {task.status.lower()}: task {task.task_id}",
+                    title=f"{task.kind} {task.status.lower()}: {subject(task)}",
                     one_shot=True,
                     starts_at=task.finished_time or given.now,
-                    tasks=(facts(task, given.details.get(task.task_id)),),
+                    tasks=(facts(task, given, with_details=True),),
                 )
             )
             break
@@ -321,7 +343,7 @@ def _stuck(team: Team, rules: Sequence[StuckRule], given: RuleInput) -> RuleOutp
                     note = f"finished {task.status} after {humanize(took)}"
                 else:
                     continue
-                resolved.append(alert.resolved(given.now, note, (facts(task),)))
+                resolved.append(alert.resolved(given.now, note, (facts(task, given),)))
     return RuleOutput(fired=tuple(fired), resolved=tuple(resolved))
 
 
@@ -340,10 +362,10 @@ def _stuck_alert(
         source=task.source,
         severity=rule.severity,
         labels=labels,
-        title=f"{task.kind} stuck in {task.status} for {humanize(age)}: task {task.task_id}",
+        title=f"{task.kind} stuck in {task.status} for {humanize(age)}: {subject(task)}",
         one_shot=False,
         starts_at=given.now,
-        tasks=(facts(task),),
+        tasks=(facts(task, given),),
         note=f"open for {humanize(age)} (threshold {humanize(rule.threshold(task.kind))})",
     )
 
@@ -411,11 +433,11 @@ def _burst_alert(
         else Counter(t.kind for t in window.recent)
     )
     counted.update(t.kind for t in window.new)
-    examples = tuple(facts(t, given.details.get(t.task_id)) for t in window.new[:MAX_EXAMPLES])
+    examples = tuple(facts(t, given, with_details=True) for t in window.new[:MAX_EXAMPLES])
     if active is not None and len(examples) < MAX_EXAMPLES:
         examples = (examples + active.tasks)[:MAX_EXAMPLES]
     if not examples:
-        examples = tuple(facts(t) for t in window.recent[-MAX_EXAMPLES:])
+        examples = tuple(facts(t, given) for t in window.recent[-MAX_EXAMPLES:])
     total = sum(counted.values())
     return annotated(
         rule,

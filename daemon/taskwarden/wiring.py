@@ -14,13 +14,17 @@ from taskwarden.alerting import Alerting
 from taskwarden.config import ElasticPathSourceSettings
 from taskwarden.errors import ConfigError
 from taskwarden.health import HEALTH_ALERT_LABELS, HealthSettings
+from taskwarden.links import ConsoleLink
 from taskwarden.matchers import parse_all
 from taskwarden.notify.alertmanager import AlertmanagerNotifier
 from taskwarden.notify.console import ConsoleNotifier
 from taskwarden.notify.email import EmailNotifier
+from taskwarden.notify.email import templates as email_templates
 from taskwarden.notify.pagerduty import PagerDutyNotifier
 from taskwarden.notify.slack import SlackBotNotifier, SlackWebhookNotifier
+from taskwarden.notify.slack import templates as slack_templates
 from taskwarden.notify.teams import TeamsNotifier
+from taskwarden.notify.teams import templates as teams_templates
 from taskwarden.notify.webhook import WebhookNotifier
 from taskwarden.outbox import DeliverySettings, Receiver
 from taskwarden.poller import PollSettings
@@ -217,6 +221,11 @@ def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
         source_labels={
             name: tuple(sorted(s.labels.items())) for name, s in settings.sources.items()
         },
+        console_links={
+            name: ConsoleLink.compile(s.console_url)
+            for name, s in settings.sources.items()
+            if s.console_url
+        },
         max_details=settings.notifications.max_details_per_cycle,
     )
 
@@ -274,10 +283,14 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
                 slack.channel,
                 base_url=slack.base_url,
                 timeout=slack.timeout.total_seconds(),
+                templates=slack_templates(slack.title, slack.text),
             )
         assert slack.webhook_url is not None
         return SlackWebhookNotifier(
-            name, slack.webhook_url.get_secret_value(), timeout=slack.timeout.total_seconds()
+            name,
+            slack.webhook_url.get_secret_value(),
+            timeout=slack.timeout.total_seconds(),
+            templates=slack_templates(slack.title, slack.text),
         )
     if config.email is not None:
         email, smtp = config.email, config.email.smtp
@@ -292,6 +305,7 @@ def build_notifier(name: str, config: ReceiverSettings) -> Notifier:
             password=smtp.password.get_secret_value() if smtp.password is not None else None,
             timeout=smtp.timeout.total_seconds(),
             ca_file=str(smtp.ca_file) if smtp.ca_file is not None else None,
+            templates=email_templates(email.title, email.text),
         )
     return _http_notifier(name, config) or ConsoleNotifier(name)
 
@@ -332,7 +346,10 @@ def _http_notifier(name: str, config: ReceiverSettings) -> Notifier | None:
     if config.teams is not None:
         teams = config.teams
         return TeamsNotifier(
-            name, teams.url.get_secret_value(), timeout=teams.timeout.total_seconds()
+            name,
+            teams.url.get_secret_value(),
+            timeout=teams.timeout.total_seconds(),
+            templates=teams_templates(teams.title, teams.text),
         )
     return None
 

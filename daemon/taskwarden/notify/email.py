@@ -13,6 +13,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 import aiosmtplib
 
@@ -21,14 +22,19 @@ from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.notify.base import NotifierBase
 from taskwarden.notify.render import (
     alert_view,
+    common_labels,
     headline,
+    labels_line,
     more_problems,
     plain_text,
+    silence_command,
     summary_line,
 )
+from taskwarden.notify.templating import BUILT_IN, ReceiverTemplates, templated
 
 if TYPE_CHECKING:
     from taskwarden.alerts import Notification
+    from taskwarden.notify.render import AlertView, TaskView
 
 TlsMode = Literal["starttls", "implicit", "none"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -43,40 +49,97 @@ def subject(n: Notification) -> str:
     return header_safe(f"[taskwarden] {headline(n)}")
 
 
+def templates(title: str | None, text: str | None) -> ReceiverTemplates:
+    """``title`` is the subject; ``text`` the body, rendered as the plain part and again,
+    HTML-autoescaped, as the HTML part."""
+    return ReceiverTemplates.compile(title, text, with_html=True)
+
+
+def bodies(n: Notification, templates: ReceiverTemplates = BUILT_IN) -> tuple[str, str, str]:
+    """(subject, plain text, HTML): the receiver's templates, or the built-in rendering
+    when it has none or they fail on this message (which the message then says)."""
+    title, trouble = templated(n, templates.title, "", "title")
+    text, failed = templated(n, templates.text, "", "text")
+    html_text, _ = templated(n, templates.html, "", "text")
+    trouble += failed
+    if templates.text is None or failed:
+        text, html_text = plain_text(n), html_body(n)
+    else:
+        html_text = (
+            "<html><body><div style='white-space: pre-wrap'>" + html_text + "</div></body></html>"
+        )
+    if trouble:
+        text = "\n".join([*trouble, "", text])
+        html_text = html_text.replace(
+            "<body>", "<body>" + "".join(f"<p><i>{html.escape(t)}</i></p>" for t in trouble), 1
+        )
+    return header_safe(title) if title else subject(n), text, html_text
+
+
+def link(uri: str, text: str) -> str:
+    """A clickable link for an http(s) URL (escaped as an attribute); anything else (a
+    ``javascript:`` URL from a vendor) is shown as text only."""
+    e = html.escape
+    if urlsplit(uri).scheme in ("https", "http"):
+        return f'<a href="{e(uri, quote=True)}">{e(text)}</a>'
+    return f"{e(text)}: <code>{e(uri)}</code>"
+
+
+def _task_html(task: TaskView) -> list[str]:
+    e = html.escape
+    rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in task.fields)
+    parts = [f"<h4>{e(task.title)}</h4><table>{rows}</table>"]
+    if task.problems:
+        items = "".join(
+            f"<li>{e(kind)}{f' <code>{e(code)}</code>' if code else ''}: {e(text)}</li>"
+            for kind, code, text in task.problems
+        )
+        if task.problems_hidden:
+            items += f"<li>{e(more_problems(task.problems_hidden))}</li>"
+        parts.append(f"<ul>{items}</ul>")
+    if task.note:
+        parts.append(f"<p><i>{e(task.note)}</i></p>")
+    if task.links:
+        parts.append(f"<p>{' · '.join(link(uri, text) for text, uri in task.links)}</p>")
+    return parts
+
+
+def _alert_html(view: AlertView) -> list[str]:
+    e = html.escape
+    alert = view.alert
+    parts = [
+        f"<h3>{e(view.title)}</h3>",
+        (
+            f"<p>severity <b>{e(alert.severity.value)}</b> · rule {e(alert.rule)} · "
+            f"source {e(alert.source)}</p>"
+        ),
+    ]
+    if view.note:
+        parts.append(f"<p>{e(view.note)}</p>")
+    if view.labels:
+        parts.append(f"<p><small>{e(labels_line(view.labels))}</small></p>")
+    if view.runbook:
+        parts.append(f"<p>{link(view.runbook, 'Runbook')}</p>")
+    if view.counts:
+        items = "".join(f"<li>{e(k)}: {v}</li>" for k, v in view.counts)
+        parts.append(f"<p>By request type:</p><ul>{items}</ul>")
+    for task in view.tasks:
+        parts.extend(_task_html(task))
+    return parts
+
+
 def html_body(n: Notification) -> str:
     e = html.escape
     parts = [f"<h2>{e(headline(n))}</h2>"]
+    common = common_labels(n)
+    if common:
+        parts.append(f"<p><small>{e(labels_line(common))}</small></p>")
     for alert in (*n.firing, *n.resolved):
-        view = alert_view(alert)
-        parts.append(f"<h3>{e(view.title)}</h3>")
-        parts.append(
-            f"<p>severity <b>{e(alert.severity.value)}</b> · rule {e(alert.rule)} · "
-            f"source {e(alert.source)}</p>"
-        )
-        if view.note:
-            parts.append(f"<p>{e(view.note)}</p>")
-        if view.counts:
-            items = "".join(f"<li>{e(k)}: {v}</li>" for k, v in view.counts)
-            parts.append(f"<p>By request type:</p><ul>{items}</ul>")
-        for task in view.tasks:
-            rows = "".join(
-                f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in task.fields
-            )
-            parts.append(f"<h4>{e(task.title)}</h4><table>{rows}</table>")
-            if task.problems:
-                items = "".join(
-                    f"<li>{e(kind)}{f' <code>{e(code)}</code>' if code else ''}: {e(text)}</li>"
-                    for kind, code, text in task.problems
-                )
-                if task.problems_hidden:
-                    items += f"<li>{e(more_problems(task.problems_hidden))}</li>"
-                parts.append(f"<ul>{items}</ul>")
-            if task.note:
-                parts.append(f"<p><i>{e(task.note)}</i></p>")
-            if task.uri:
-                parts.append(f"<p><code>{e(task.uri)}</code></p>")
+        parts.extend(_alert_html(alert_view(alert, common, n.created_at)))
     if (more := summary_line(n)) is not None:
         parts.append(f"<p>{e(more)}</p>")
+    if (command := silence_command(n)) is not None:
+        parts.append(f"<p>Silence this group:<br><code>{e(command)}</code></p>")
     return "<html><body>" + "\n".join(parts) + "</body></html>"
 
 
@@ -94,8 +157,10 @@ class EmailNotifier(NotifierBase):
         password: str | None = None,
         timeout: float = 30.0,
         ca_file: str | None = None,
+        templates: ReceiverTemplates = BUILT_IN,
     ) -> None:
         super().__init__(name)
+        self._templates = templates
         self._host = host
         self._port = port
         self._sender = sender
@@ -109,7 +174,8 @@ class EmailNotifier(NotifierBase):
 
     def message(self, n: Notification, *, thread: str | None = None) -> EmailMessage:
         msg = EmailMessage()
-        msg["Subject"] = subject(n)
+        title, text, html_text = bodies(n, self._templates)
+        msg["Subject"] = title
         msg["From"] = self._sender
         msg["To"] = ", ".join(self._recipients)
         msg["Message-ID"] = make_msgid(domain="taskwarden")
@@ -118,8 +184,8 @@ class EmailNotifier(NotifierBase):
         if thread and n.follow_up:
             msg["In-Reply-To"] = thread
             msg["References"] = thread
-        msg.set_content(plain_text(n))
-        msg.add_alternative(html_body(n), subtype="html")
+        msg.set_content(text)
+        msg.add_alternative(html_text, subtype="html")
         return msg
 
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:

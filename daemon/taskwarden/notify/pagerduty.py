@@ -50,7 +50,11 @@ def event(alert: Alert, routing_key: str, *, client_url: str = "") -> dict[str, 
             "custom_details": {**alert_annotations(alert), "labels": labels},
         },
         "client": "taskwarden",
-        "links": [{"href": t.uri, "text": f"task {t.task_id}"} for t in alert.tasks if t.uri][:5],
+        "links": [
+            {"href": href, "text": f"task {t.task_id}"}
+            for t in alert.tasks
+            if (href := t.console_uri or t.uri)
+        ][:5],
     }
     if alert.starts_at is not None:
         body["payload"]["timestamp"] = format_api_time(alert.starts_at)

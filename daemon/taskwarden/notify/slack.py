@@ -32,12 +32,22 @@ from taskwarden.delivery import Receipt
 from taskwarden.errors import PermanentDeliveryError, TransientDeliveryError
 from taskwarden.httputil import parse_retry_after
 from taskwarden.notify.base import NotifierBase
-from taskwarden.notify.render import alert_view, headline, more_problems, summary_line
+from taskwarden.notify.render import (
+    alert_view,
+    common_labels,
+    headline,
+    labels_line,
+    more_problems,
+    silence_command,
+    summary_line,
+)
+from taskwarden.notify.templating import BUILT_IN, ReceiverTemplates, templated
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
-    from taskwarden.alerts import Alert, Notification
+    from taskwarden.alerts import Alert, Labels, Notification
     from taskwarden.notify.render import AlertView, TaskView
 
 # Block Kit's limits (https://api.slack.com/reference/block-kit/blocks): Slack refuses the
@@ -116,16 +126,25 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def plain_inert(text: str) -> str:
+    """Untrusted text for a ``plain_text`` object (a header): one line, and angle brackets
+    swapped for look-alikes, so no client or log reader can take ``<!channel>`` for a
+    mention (plain text shows ``&lt;`` as it is, so escaping would garble it)."""
+    return " ".join(text.split()).replace("<", "\u2039").replace(">", "\u203a")
+
+
 def inert(text: str, limit: int = MAX_VALUE) -> str:
     """Untrusted text as an inline code span: no mentions, links or formatting."""
     flat = " ".join(text.split())
     return clip(f"`{escape(flat).replace('`', 'ˋ')}`", limit) if flat else "`-`"
 
 
-def _safe_link(uri: str) -> str:
-    link = f"<{uri}|Open the task>"
+def _safe_link(uri: str, text: str) -> str:
+    """A link only for a plain https URL (nothing Slack's link syntax could be fooled by);
+    anything else is shown as inert text."""
+    link = f"<{uri}|{escape(text)}>"
     plain = uri.startswith("https://") and not any(c in uri for c in "<>|` \n&")
-    return link if plain and units(link) <= MAX_VALUE else inert(uri)
+    return link if plain and units(link) <= MAX_VALUE else f"{escape(text)}: {inert(uri)}"
 
 
 def _mrkdwn(text: str, limit: int = MAX_SECTION) -> MarkdownTextObject:
@@ -152,8 +171,8 @@ def _task_block(task: TaskView) -> SectionBlock:
         tail.append(f"• {escape(more_problems(task.problems_hidden))}")
     if task.note:
         tail.append(f"_{clip(escape(task.note), MAX_VALUE)}_")
-    if task.uri:
-        tail.append(_safe_link(task.uri))
+    if task.links:
+        tail.append(" · ".join(_safe_link(uri, text) for text, uri in task.links))
     spare = MAX_SECTION - sum(units(line) + 1 for line in (*head, *tail))
     share = min(spare // max(len(task.problems), 1) - 1, 2 * MAX_VALUE)
     problems = []
@@ -164,12 +183,18 @@ def _task_block(task: TaskView) -> SectionBlock:
     return SectionBlock(text=_mrkdwn("\n".join(lines)), fields=_task_fields(task) or None)
 
 
-def _alert_head(alert: Alert, icon: str) -> tuple[SectionBlock, AlertView]:
-    view = alert_view(alert)
+def _alert_head(
+    alert: Alert, icon: str, common: Labels, now: datetime | None
+) -> tuple[SectionBlock, AlertView]:
+    view = alert_view(alert, common, now)
     state = ":white_check_mark:" if alert.state.value == "resolved" else icon
     lines = [f"{state} *{clip(escape(view.title), MAX_VALUE)}*"]
     if view.note:
         lines.append(clip(escape(view.note), MAX_VALUE))
+    if view.labels:
+        lines.append(inert(labels_line(view.labels)))
+    if view.runbook:
+        lines.append(_safe_link(view.runbook, "Runbook"))
     if view.counts:  # last: a long list is what the section's own cut shortens
         lines.append("By request type: " + ", ".join(f"{inert(k)} ×{v}" for k, v in view.counts))
     return SectionBlock(text=_mrkdwn("\n".join(lines))), view
@@ -185,21 +210,29 @@ def _alert_foot(alert: Alert, hidden_tasks: int) -> list[Any]:
     return [ContextBlock(elements=[_mrkdwn(facts, MAX_CONTEXT)]), DividerBlock()]
 
 
-def blocks(n: Notification) -> list[dict[str, Any]]:
+def _header(title: str) -> HeaderBlock:
+    return HeaderBlock(
+        text=PlainTextObject(text=clip_plain(plain_inert(title), MAX_HEADER), emoji=False)
+    )
+
+
+def blocks(n: Notification, title: str | None = None) -> list[dict[str, Any]]:
     """Block Kit: header, one section per alert (severity, rule, facts, errors), a summary.
 
     At most `MAX_BLOCKS`: whole alerts while they fit, then the tasks of one more alert that
     fit, and a last line that says how many alerts were left out.
     """
     icon = SEVERITY_ICON.get(n.severity.value, "")
-    header = clip_plain(" ".join(headline(n).split()), MAX_HEADER)
-    out: list[Any] = [HeaderBlock(text=PlainTextObject(text=header, emoji=False))]
+    out: list[Any] = [_header(title if title is not None else headline(n))]
     if n.test:
         out.append(SectionBlock(text=_mrkdwn("If you can read this, taskwarden can deliver here.")))
+    common = common_labels(n)
+    if common:
+        out.append(ContextBlock(elements=[_mrkdwn(inert(labels_line(common), MAX_CONTEXT))]))
     alerts = (*n.firing, *n.resolved)
     shown = 0
     for alert in alerts:
-        head, view = _alert_head(alert, icon)
+        head, view = _alert_head(alert, icon, common, n.created_at)
         room = MAX_BLOCKS - 1 - len(out) - 3  # the summary; head, context and divider
         if room < 0 or (view.tasks and room == 0):
             break
@@ -212,14 +245,58 @@ def blocks(n: Notification) -> list[dict[str, Any]]:
     more = [line] if (line := summary_line(n)) else []
     if shown < len(alerts):
         more.append(f"… and {len(alerts) - shown} more alerts than one Slack message can show")
-    if more:
-        out.append(ContextBlock(elements=[_mrkdwn(escape(" ".join(more)), MAX_CONTEXT)]))
+    last = [_mrkdwn(escape(" ".join(more)), MAX_CONTEXT)] if more else []
+    if (command := silence_command(n)) is not None:
+        last.append(_mrkdwn(f"Silence this group: {inert(command, MAX_CONTEXT - 20)}"))
+    if last:
+        out.append(ContextBlock(elements=last))
     return [b.to_dict() for b in out]
 
 
-def fallback_text(n: Notification) -> str:
+def fallback_text(n: Notification, title: str | None = None) -> str:
     """The one-line text Slack shows in notifications and where blocks cannot render."""
-    return clip(escape(" ".join(headline(n).split())), MAX_FALLBACK)
+    return clip(
+        escape(" ".join((title if title is not None else headline(n)).split())), MAX_FALLBACK
+    )
+
+
+def text_blocks(title: str, text: str) -> list[dict[str, Any]]:
+    """A receiver's own text (escaped values, the operator's mrkdwn): the header, then
+    sections of whole lines within Slack's limits."""
+    out: list[Any] = [_header(title)]
+    chunk: list[str] = []
+    for line in text.splitlines():
+        if chunk and units("\n".join([*chunk, line])) > MAX_SECTION:
+            out.append(SectionBlock(text=_mrkdwn("\n".join(chunk))))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        out.append(SectionBlock(text=_mrkdwn("\n".join(chunk))))
+    return [b.to_dict() for b in out[:MAX_BLOCKS]]
+
+
+def templates(title: str | None, text: str | None) -> ReceiverTemplates:
+    """``title`` is plain text (the header and the notification line); ``text`` is mrkdwn
+    with every value Slack-escaped."""
+    return ReceiverTemplates.compile(title, text, text_escape=escape)
+
+
+def message(
+    n: Notification, templates: ReceiverTemplates = BUILT_IN
+) -> tuple[str, list[dict[str, Any]]]:
+    """(notification text, blocks): the receiver's templates, or the built-in rendering
+    when it has none or they fail on this message (which the message then says)."""
+    title, trouble = templated(n, templates.title, headline(n), "title")
+    out = None
+    if templates.text is not None:
+        text, failed = templated(n, templates.text, "", "text")
+        trouble += failed
+        out = text_blocks(title, text) if not failed else None
+    out = out or blocks(n, title)
+    if trouble:
+        note = ContextBlock(elements=[_mrkdwn(escape(" ".join(trouble)), MAX_CONTEXT)])
+        out = [out[0], note.to_dict(), *out[1:]][:MAX_BLOCKS]
+    return fallback_text(n, title), out
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
@@ -255,8 +332,11 @@ def _classify(
 class SlackWebhookNotifier(NotifierBase):
     """An incoming webhook: one channel, no threads."""
 
-    def __init__(self, name: str, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, url: str, *, timeout: float = 10.0, templates: ReceiverTemplates = BUILT_IN
+    ) -> None:
         super().__init__(name)
+        self._templates = templates
         self._client = AsyncWebhookClient(
             url,
             timeout=int(max(timeout, 1)),
@@ -265,9 +345,10 @@ class SlackWebhookNotifier(NotifierBase):
 
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:  # noqa: ARG002 - webhooks cannot thread
         try:
+            text, body = message(notification, self._templates)
             response = await self._client.send(
-                text=fallback_text(notification),
-                blocks=blocks(notification),
+                text=text,
+                blocks=body,
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -296,9 +377,11 @@ class SlackBotNotifier(NotifierBase):
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
+        templates: ReceiverTemplates = BUILT_IN,
     ) -> None:
         super().__init__(name)
         self._channel = channel
+        self._templates = templates
         self._client = AsyncWebClient(
             token=token,
             base_url=base_url or AsyncWebClient.BASE_URL,
@@ -312,10 +395,11 @@ class SlackBotNotifier(NotifierBase):
         # a thread alone is where nobody on call would see it.
         broadcast = thread_ts is not None and notification.new_total > 0
         try:
+            text, body = message(notification, self._templates)
             response = await self._client.chat_postMessage(
                 channel=self._channel,
-                text=fallback_text(notification),
-                blocks=blocks(notification),
+                text=text,
+                blocks=body,
                 thread_ts=thread_ts,
                 reply_broadcast=broadcast or None,
                 unfurl_links=False,

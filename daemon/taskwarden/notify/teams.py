@@ -16,6 +16,7 @@ from taskwarden.alerts import AlertState
 from taskwarden.delivery import Receipt
 from taskwarden.notify.base import NotifierBase
 from taskwarden.notify.jsonpost import post_json, receiver_client
+from taskwarden.notify.templating import BUILT_IN, ReceiverTemplates, templated
 from taskwarden.notify.webhook import alert_labels
 
 if TYPE_CHECKING:
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 MAX_ALERTS = 10
 """Alerts shown in full per card; the rest are counted."""
 MAX_TEXT = 2000
-"""Characters of one text block (Teams cuts long cards, silently)."""
+"""Characters of one vendor value (Teams cuts long cards, silently)."""
+MAX_CARD_TEXT = 20_000
+"""Characters of one text block: a receiver's whole text (Teams takes about 28 KB a card)."""
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~])")
 
 
@@ -80,29 +83,38 @@ def _alert_blocks(alert: Alert) -> list[dict[str, Any]]:
     return blocks
 
 
-def card(notification: Notification) -> dict[str, Any]:
+def templates(title: str | None, text: str | None) -> ReceiverTemplates:
+    """Both are card text: every value Markdown-escaped."""
+    return ReceiverTemplates.compile(title, text, title_escape=inert, text_escape=inert)
+
+
+def _text_block(text: str, **style: Any) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": text[:MAX_CARD_TEXT], "wrap": True, **style}
+
+
+def card(notification: Notification, templates: ReceiverTemplates = BUILT_IN) -> dict[str, Any]:
     """The Workflows webhook body: a message with one Adaptive Card (schema 1.4)."""
     alerts = [*notification.firing, *notification.resolved]
-    body: list[dict[str, Any]] = [
-        {
-            "type": "TextBlock",
-            "text": inert(_headline(notification)),
-            "size": "Large",
-            "weight": "Bolder",
-            "wrap": True,
-            "style": "heading",
-        }
-    ]
-    for alert in alerts[:MAX_ALERTS]:
-        body += _alert_blocks(alert)
+    title, trouble = templated(
+        notification, templates.title, inert(_headline(notification)), "title"
+    )
+    text, failed = templated(notification, templates.text, "", "text")
+    trouble += failed
+    body = [_text_block(title, size="Large", weight="Bolder", style="heading")]
+    body += [_text_block(inert(t), isSubtle=True) for t in trouble]
+    if templates.text is not None and not failed:
+        body.append(_text_block(text))
+    else:
+        for alert in alerts[:MAX_ALERTS]:
+            body += _alert_blocks(alert)
     hidden = notification.firing_total + notification.resolved_total - min(len(alerts), MAX_ALERTS)
     if hidden > 0:
         body.append({"type": "TextBlock", "text": f"… and {hidden} more", "isSubtle": True})
     links = [
-        {"type": "Action.OpenUrl", "title": f"task {t.task_id}"[:40], "url": t.uri}
+        {"type": "Action.OpenUrl", "title": f"task {t.task_id}"[:40], "url": url}
         for a in alerts[:MAX_ALERTS]
         for t in a.tasks
-        if t.uri and t.uri.startswith("https://")
+        if (url := t.console_uri or t.uri) and url.startswith("https://")
     ][:5]
     content: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -126,13 +138,16 @@ def card(notification: Notification) -> dict[str, Any]:
 
 
 class TeamsNotifier(NotifierBase):
-    def __init__(self, name: str, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, url: str, *, timeout: float = 10.0, templates: ReceiverTemplates = BUILT_IN
+    ) -> None:
         super().__init__(name)
+        self._templates = templates
         self._url = url
         self._timeout = timeout
 
     async def send(self, notification: Notification, *, thread: str | None) -> Receipt:  # noqa: ARG002 - a Workflows webhook cannot reply in a thread
-        body = json.dumps(card(notification), separators=(",", ":")).encode()
+        body = json.dumps(card(notification, self._templates), separators=(",", ":")).encode()
         async with receiver_client(self._timeout) as client:
             await post_json(client, self._url, body, receiver=self._name, service="Teams")
         return Receipt()

@@ -60,8 +60,9 @@ def alert_annotations(alert: Alert) -> dict[str, str]:
 
 
 def task_link(alert: Alert) -> str:
-    """The first task's API URL: where the alert came from (``generatorURL``)."""
-    return next((t.uri for t in alert.tasks if t.uri), "")
+    """The first task's console page, else its API URL: where the alert came from
+    (``generatorURL``)."""
+    return next((link for t in alert.tasks if (link := t.console_uri or t.uri)), "")
 
 
 def _common(items: list[dict[str, str]]) -> dict[str, str]:
