@@ -146,6 +146,11 @@ async def test_the_silence_line_pastes_into_a_shell_and_silences_the_group(tmp_p
     labels = single_valued((("kind", hostile), ("team", "catalog"), ("rule", "deploys")))
     assert all(m.matches(labels) for m in silence.matchers)
     assert silence.ends_at - silence.starts_at == timedelta(hours=2)
+    # A group label its alerts lack is left out: kind="" would match none of them.
+    burst = group(alert("DEPLOY_PRODUCT"), labels=(("kind", ""), ("team", "catalog")))
+    assert silence_command(burst) == (
+        "taskwarden silence add --for 2h --comment 'acknowledged' 'team=\"catalog\"'"
+    )
     # Nothing to silence in a resolution or a test message.
     assert silence_command(Notification("s", "g", (("team", "c"),), (), test=True)) is None
 

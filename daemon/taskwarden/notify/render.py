@@ -185,10 +185,11 @@ SILENCE_FOR = "2h"
 
 def silence_command(n: Notification) -> str | None:
     """A ready ``taskwarden silence add`` line for the message's group (its group labels,
-    else the labels its alerts share), shell-quoted: vendor values paste safely."""
+    else the labels its alerts share), shell-quoted: vendor values paste safely. A group
+    label the alerts lack (empty) is left out: ``kind=""`` would match none of them."""
     if n.test or n.only_resolved:
         return None
-    labels = n.group_labels or common_labels(n)
+    labels = [(k, v) for k, v in n.group_labels or common_labels(n) if v]
     if not labels:
         return None
     matchers = " ".join(shlex.quote(str(Matcher.of(k, "=", v))) for k, v in labels)
