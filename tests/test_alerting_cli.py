@@ -184,17 +184,17 @@ def test_config_rejects_routes_to_unknown_receivers(tmp_path: Path) -> None:
     config = tmp_path / "taskwarden.yaml"
     head = "receivers:\n  console_out: {console: true}\nroute:\n  receiver: console_out\n"
     config.write_text(head + "  routes:\n    - {receiver: pager, matchers: ['x=\"1\"']}\n")
-    result = CliRunner().invoke(cli, ["state", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
     assert result.exit_code == 2
     assert (
         "route.routes.0.receiver (line 6): unknown receiver 'pager'; defined: console_out"
         in result.output
     )
     config.write_text(head + "  routes:\n    - {receiver: console_out, matchers: ['bad']}\n")
-    result = CliRunner().invoke(cli, ["state", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["check", "-c", str(config)])
     assert result.exit_code == 2
     assert (
-        "route.routes.0.matchers (line 6): Value error, matcher 'bad', column 4: expected an "
+        "route.routes.0.matchers (line 6): matcher 'bad', column 4: expected an "
         "operator" in result.output
     )
 

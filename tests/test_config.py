@@ -56,7 +56,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         load_settings(config)
     message = str(caught.value)
     assert str(config) in message
-    assert "sources.dr.interval (line 3): Value error, 'soon' is not a duration" in message
+    assert "sources.dr.interval (line 3): 'soon' is not a duration" in message
     assert "sources.dr.base_url (line 4)" in message
     assert "sources.dr.colour (line 5): Extra inputs are not permitted" in message
     assert "Bad-Name" in message

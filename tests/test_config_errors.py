@@ -197,3 +197,47 @@ async def test_reload_rejects_any_broken_configuration_and_keeps_running(
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(running, timeout=20) == 0
+
+
+def test_a_missing_secret_names_its_variable_and_credential_file(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "heartbeat: {interval: 1m}\n",
+        receivers="  pd: {pagerduty: {}}\n  chat: {slack: {channel: alerts}}\n",
+    )
+    code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
+    assert code == 2
+    assert (
+        "receivers.pd.pagerduty.routing_key (line 8): Field required (a secret: give it as "
+        "TASKWARDEN_RECEIVERS__PD__PAGERDUTY__ROUTING_KEY or the credential file "
+        "receivers__pd__pagerduty__routing_key)"
+    ) in output
+    assert "token as TASKWARDEN_RECEIVERS__CHAT__SLACK__TOKEN or the credential file" in output
+    assert "TASKWARDEN_HEARTBEAT__URL or the credential file heartbeat__url" in output
+
+
+def test_commands_on_the_state_need_no_receiver_secrets(tmp_path: Path) -> None:
+    """``state``, ``silence`` and ``migrate`` read no receiver, route or heartbeat: they
+    work beside the daemon in a shell that holds none of its secrets."""
+    config = write(
+        tmp_path,
+        "heartbeat: {interval: 1m}\n",
+        receivers="  pd: {pagerduty: {}}\n  chat: {slack: {channel: alerts}}\n",
+    )
+    runner = CliRunner()
+    leftover = {"TASKWARDEN_RECEIVERS__CHAT__SLACK__TOKEN": "xoxb-not-needed"}
+    for args in (["state"], ["silence", "list"], ["migrate"]):
+        result = runner.invoke(cli, [*args, "-c", str(config)], env=leftover)
+        assert result.exit_code == 0, (args, result.output)
+    added = runner.invoke(cli, ["silence", "add", "-c", str(config), 'team="catalog"'])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, ["silence", "list", "-c", str(config)])
+    assert 'team="catalog"' in listed.output
+    expired = runner.invoke(cli, ["silence", "expire", "-c", str(config), added.output.split()[0]])
+    assert expired.exit_code == 0, expired.output
+    # Labels are still checked: a silence that could never match is refused.
+    typo = runner.invoke(cli, ["silence", "add", "-c", str(config), 'taem="catalog"'])
+    assert typo.exit_code == 2
+    assert "did you mean 'team'" in typo.output
+    # The daemon's own check still wants every secret.
+    assert check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")[0] == 2

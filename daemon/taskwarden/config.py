@@ -48,7 +48,7 @@ from taskwarden.notify.templating import check_template
 from taskwarden.yamlfile import YamlDocument, did_you_mean, load_yaml
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
 log = structlog.get_logger(__name__)
 
@@ -265,7 +265,7 @@ class SlackSettings(_Templated):
     @model_validator(mode="after")
     def _one_mode(self) -> SlackSettings:
         if (self.webhook_url is None) == (self.token is None):
-            raise ValueError("set exactly one of webhook_url and token")
+            raise ValueError("set exactly one of webhook_url (a webhook) and token (a bot)")
         if self.token is not None and not self.channel:
             raise ValueError("a bot token needs a channel")
         return self
@@ -573,6 +573,8 @@ class _Loading:
     warnings: list[str] = field(default_factory=list)
     environ: Mapping[str, str] | None = None
     """The environment to read (None: the process's own)."""
+    ignored: frozenset[str] = frozenset()
+    """Sections not read at all (`STATE_ONLY`), from the file, the environment or secrets."""
 
 
 _loading: ContextVar[_Loading | None] = ContextVar("taskwarden_loading", default=None)
@@ -610,6 +612,8 @@ class _DeclaredOnly(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         data = self._inner()
+        for key in self._loading.ignored:
+            data.pop(key, None)
         for key in COLLECTIONS:
             entries = data.get(key)
             if not isinstance(entries, dict):
@@ -650,9 +654,19 @@ def config_loader(
     return lambda: load_config(path, environ=environ)
 
 
-def load_settings(path: Path | str | None, *, secrets_dir: Path | None = None) -> Settings:
-    """`load_config`, logging its warnings; the settings."""
-    loaded = load_config(path, secrets_dir=secrets_dir)
+STATE_ONLY = frozenset({"receivers", "route", "heartbeat"})
+"""What commands that only read or annotate the state (``state``, ``alerts``, ``silence``)
+do not read: they work beside the daemon without the receivers' secrets."""
+
+
+def load_settings(
+    path: Path | str | None, *, secrets_dir: Path | None = None, state_only: bool = False
+) -> Settings:
+    """`load_config`, logging its warnings; the settings. ``state_only``: without the
+    `STATE_ONLY` sections (no receiver, route or heartbeat, so none of their secrets)."""
+    loaded = load_config(
+        path, secrets_dir=secrets_dir, ignore=STATE_ONLY if state_only else frozenset()
+    )
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
     return loaded.settings
@@ -663,9 +677,11 @@ def load_config(
     *,
     secrets_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    ignore: frozenset[str] = frozenset(),
 ) -> LoadedConfig:
     """Load and validate; every problem is reported at once in a `ConfigError`, each with
-    its file and line, or the variable or credential file it came from."""
+    its file and line, or the variable or credential file it came from. Sections in
+    ``ignore`` are not read (nor checked)."""
     environ = os.environ if environ is None else environ
     yaml_path = Path(path) if path is not None else None
     document: YamlDocument | None = None
@@ -676,12 +692,13 @@ def load_config(
         document = load_yaml(yaml_path)
         if document.data is not None and not isinstance(document.data, dict):
             raise ConfigError(f"{yaml_path}:1: the configuration must be a mapping of sections")
-        data = dict(document.data or {})
+        data = {k: v for k, v in (document.data or {}).items() if k not in ignore}
     dirs = tuple(secret_dirs(secrets_dir, environ))
     loading = _Loading(
         yaml_data=data,
         secret_dirs=dirs,
         environ=None if environ is os.environ else environ,
+        ignored=ignore,
         declared={
             key: set(data[key]) if isinstance(data.get(key), dict) else set() for key in COLLECTIONS
         },
@@ -695,7 +712,8 @@ def load_config(
         raise ConfigError(_report(problems, yaml_path)) from exc
     finally:
         _loading.reset(token)
-    problems.extend(_cross_problems(settings, document))
+    if "receivers" not in ignore:
+        problems.extend(_cross_problems(settings, document))
     if problems:
         raise ConfigError(_report(problems, yaml_path))
     return LoadedConfig(settings, yaml_path, tuple(loading.warnings), document)
@@ -726,6 +744,8 @@ def _check_overrides(
         )
     for origin, key in candidates:
         segments = tuple(part.lower() for part in key.split("__"))
+        if segments[0] in loading.ignored:
+            continue
         problem = _setting_path_problem(segments, data)
         if problem is None:
             origins[segments] = origin
@@ -811,8 +831,61 @@ def _validation_problems(
             at = f" (from {origin})"
         else:
             at = f" (line {line})" if line is not None else ""
-        problems.append(f"  {location}{at}: {error['msg']}")
+        # pydantic's "Value error, " prefix is its class name, not something to act on.
+        said = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"  {location}{at}: {said}{_secret_hint(loc, error)}")
     return problems
+
+
+def _is_secret(annotation: Any) -> bool:
+    candidates = [annotation]
+    while candidates:
+        current = candidates.pop()
+        if current is SecretStr:
+            return True
+        candidates.extend(get_args(current))
+    return False
+
+
+def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The model of the section at ``loc``, for receivers and fixed sections."""
+    model: type[BaseModel] | None = Settings
+    index = 0
+    while model is not None and index < len(loc):
+        segment = str(loc[index])
+        if model is Settings and segment in COLLECTIONS:
+            # Sources' secrets are optional here; building the source names them.
+            model = ReceiverSettings if segment == "receivers" else None
+            index += 2
+            continue
+        annotation = _field_names(model).get(segment)
+        model = _model_of(annotation) if annotation is not None else None
+        index += 1
+    return model
+
+
+def _secret_hint(loc: Sequence[int | str], error: Any) -> str:
+    """A missing secret names where it can come from: the variable and the credential file."""
+    if error.get("type") == "missing":
+        parent, names = _model_at(loc[:-1]), [str(loc[-1])] if loc else []
+        loc = loc[:-1]
+    else:
+        parent = _model_at(loc)
+        fields = _field_names(parent) if parent is not None else {}
+        names = [n for n in fields if re.search(rf"\b{n}\b", error["msg"])]
+    if parent is None:
+        return ""
+    secrets = [n for n in names if _is_secret(_field_names(parent).get(n))]
+    if not secrets:
+        return ""
+    where = {
+        n: f"{ENV_PREFIX}{'__'.join(map(str, [*loc, n])).upper()} or the credential file "
+        f"{'__'.join(map(str, [*loc, n]))}"
+        for n in secrets
+    }
+    if len(where) == 1:
+        return f" (a secret: give it as {next(iter(where.values()))})"
+    return " (secrets: " + "; ".join(f"{n} as {w}" for n, w in where.items()) + ")"
 
 
 def _cross_problems(settings: Settings, document: YamlDocument | None) -> list[str]:

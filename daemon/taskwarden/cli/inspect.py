@@ -35,7 +35,7 @@ def show_state(config: Path, out: Output, *, as_json: bool) -> int:
     from taskwarden.timeutil import format_api_time, utc_now
     from taskwarden.wiring import open_configured_state
 
-    settings = load_settings(config)
+    settings = load_settings(config, state_only=True)
     now = utc_now()
     try:
         with open_configured_state(settings, now=now, read_only=True) as store:

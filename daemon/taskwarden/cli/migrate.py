@@ -30,7 +30,7 @@ def apply_migrations(config: Path, out: Output) -> int:
     from taskwarden.state.schema import SCHEMA_VERSION
     from taskwarden.timeutil import utc_now
 
-    settings = load_settings(config)
+    settings = load_settings(config, state_only=True)
     state = settings.state
     if state.url is None:
         with open_state(state.path, now=utc_now()):

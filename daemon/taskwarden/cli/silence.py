@@ -70,7 +70,7 @@ def add_silence(
         parsed = parse_all(matchers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    settings = load_settings(config)
+    settings = load_settings(config, state_only=True)
     known = alert_label_names(settings, build_alerting(settings, config).teams)
     unknown = [
         f"label {m.name!r} is never set on an alert{did_you_mean(m.name, known)}"
@@ -111,7 +111,7 @@ def list_silences(config: Path, out: Output, *, include_expired: bool) -> int:
     from taskwarden.timeutil import format_api_time, utc_now
     from taskwarden.wiring import open_configured_state
 
-    settings = load_settings(config)
+    settings = load_settings(config, state_only=True)
     now = utc_now()
     try:
         with open_configured_state(settings, now=now, read_only=True) as store:
@@ -144,7 +144,7 @@ def expire_silence(config: Path, out: Output, silence_id: str) -> int:
     from taskwarden.timeutil import utc_now
     from taskwarden.wiring import open_configured_state
 
-    settings = load_settings(config)
+    settings = load_settings(config, state_only=True)
     if silence_id.startswith("config:"):
         raise ConfigError(f"{silence_id} comes from the configuration: remove it there")
     with open_configured_state(settings, now=utc_now(), lock=False) as store:
