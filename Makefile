@@ -31,12 +31,14 @@ typecheck: $(STAMP)
 
 # The tests start a real PostgreSQL (Debian's binaries: initdb + pg_ctl in a temp dir) and
 # a real Alertmanager (Debian's prometheus-alertmanager) on loopback; promtool (Debian's
-# prometheus) checks and unit-tests the alerting rules on taskwarden itself.
+# prometheus) checks and unit-tests the alerting rules on taskwarden itself; the status page
+# is rendered by a real headless Chromium (Debian's chromium).
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi

@@ -298,6 +298,50 @@ class TestOutbox:
         assert notice.notification.firing[0].key == "notice"
 
 
+class TestStatusStore:
+    def test_alerts_show_their_receivers_and_old_one_shot_ones_leave_the_view(
+        self, store: StateStore
+    ) -> None:
+        store.apply_alerts(routed(alert("stuck-1")), NOW)
+        store.apply_alerts(routed(alert("failed-1", one_shot=True), receiver="mail"), NOW)
+        [item] = [i for i in store.due_notifications(NOW) if i.receiver == "slack"]
+        store.mark_sent(item, NOW, None)
+        records = {r.alert.key: r for r in store.alert_records(since=NOW - timedelta(hours=1))}
+        assert set(records) == {"stuck-1", "failed-1"}
+        assert records["stuck-1"].receivers == (("slack", "firing"),)
+        # A failure leaves its group once queued: its outcome says what became of it.
+        assert records["failed-1"].receivers == ()
+        assert records["failed-1"].outcome == "notified"
+        later = NOW + timedelta(days=2)
+        # A day later the one-shot failure is history; the stateful alert still fires.
+        assert [r.alert.key for r in store.alert_records(since=later - timedelta(days=1))] == [
+            "stuck-1"
+        ]
+        assert len(store.alert_records(since=NOW - timedelta(hours=1), limit=1)) == 1
+
+    def test_the_outbox_view_shows_waiting_retrying_and_recent_outcomes(
+        self, store: StateStore
+    ) -> None:
+        store.enqueue(Notification("slack", "g", (), (alert("a"),)), NOW)
+        store.enqueue(Notification("mail", "g", (), (alert("b"),)), NOW)
+        store.enqueue(Notification("hook", "g", (), (alert("c"),)), NOW)
+        due = {i.receiver: i for i in store.due_notifications(NOW)}
+        store.mark_retry(due["slack"], NOW + timedelta(minutes=1), "Slack rate limit (429)")
+        store.mark_sent(due["mail"], NOW, None)
+        store.mark_dead(due["hook"], NOW, "webhook answered 410")
+        entries = {e.receiver: e for e in store.outbox_entries(since=NOW - timedelta(hours=1))}
+        assert (entries["slack"].state, entries["slack"].attempts) == ("pending", 1)
+        assert entries["slack"].last_error == "Slack rate limit (429)"
+        assert entries["slack"].next_attempt == NOW + timedelta(minutes=1)
+        assert entries["mail"].state == "sent"
+        assert entries["hook"].state == "dead"
+        assert entries["hook"].notification is not None
+        assert entries["hook"].notification.firing[0].key == "c"
+        # Outcomes older than ``since`` leave the view; what still waits never does.
+        later = [e.receiver for e in store.outbox_entries(since=NOW + timedelta(seconds=1))]
+        assert later == ["slack"]
+
+
 class TestSilenceStore:
     def test_added_silences_live_until_expired(self, store: StateStore) -> None:
         silence = Silence("s1", parse_all(['team="catalog"']), NOW, NOW + timedelta(hours=1))

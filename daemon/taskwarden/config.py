@@ -470,6 +470,9 @@ class DaemonSettings(_Section):
     deliver_interval: Duration = timedelta(seconds=2)
     shutdown_grace: Duration = timedelta(seconds=20)
     """On SIGTERM: finish the current cycle and flush the outbox within this time."""
+    api_token: SecretStr | None = None
+    """Bearer token for the API's writes (adding and expiring silences); none: the API
+    is read-only. A secret: TASKWARDEN_DAEMON__API_TOKEN / daemon__api_token."""
 
 
 class HeartbeatSettings(_Section):

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from taskwarden.config import ReceiverSettings, RouteSettings, Settings, SourceSettings
     from taskwarden.delivery import Notifier
     from taskwarden.logs import Redactor
+    from taskwarden.matchers import Matcher
     from taskwarden.rules import Team
     from taskwarden.sources.base import Source
     from taskwarden.state import SqliteStateStore
@@ -244,6 +245,43 @@ def _check_alertmanager_repeats(settings: Settings, node: RouteNode) -> None:
         )
     for child in node.children:
         _check_alertmanager_repeats(settings, child)
+
+
+def new_silence(
+    settings: Settings,
+    teams: Sequence[Team],
+    matchers: Sequence[Matcher],
+    *,
+    starts_at: datetime,
+    ends_at: datetime,
+    comment: str,
+    author: str,
+) -> Silence:
+    """A silence added by an operator (command line or API); refused (`ConfigError`) when
+    it names a label no alert carries, since it could never match."""
+    import secrets
+
+    if not matchers:
+        raise ConfigError("a silence needs at least one matcher")
+    if ends_at <= starts_at:
+        raise ConfigError("a silence must end after it starts")
+    known = alert_label_names(settings, teams)
+    unknown = [
+        f"label {m.name!r} is never set on an alert{did_you_mean(m.name, known)}"
+        for m in matchers
+        if m.name not in known
+    ]
+    if unknown:
+        raise ConfigError("this silence could never match: " + "; ".join(unknown))
+    return Silence(
+        silence_id=secrets.token_hex(4),
+        matchers=tuple(matchers),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        comment=comment,
+        created_by=author,
+        origin="cli",
+    )
 
 
 def configured_silences(settings: Settings, now: datetime) -> list[Silence]:

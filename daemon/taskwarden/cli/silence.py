@@ -56,38 +56,26 @@ def add_silence(
     comment: str,
     author: str,
 ) -> int:
-    import secrets
-
     from taskwarden.config import load_settings
     from taskwarden.errors import ConfigError
     from taskwarden.matchers import parse_all
-    from taskwarden.routing import Silence
     from taskwarden.timeutil import format_api_time, utc_now
-    from taskwarden.wiring import alert_label_names, build_alerting, open_configured_state
-    from taskwarden.yamlfile import did_you_mean
+    from taskwarden.wiring import build_alerting, new_silence, open_configured_state
 
     try:
         parsed = parse_all(matchers)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = load_settings(config, state_only=True)
-    known = alert_label_names(settings, build_alerting(settings, config).teams)
-    unknown = [
-        f"label {m.name!r} is never set on an alert{did_you_mean(m.name, known)}"
-        for m in parsed
-        if m.name not in known
-    ]
-    if unknown:
-        raise ConfigError("this silence could never match: " + "; ".join(unknown))
     now = utc_now()
-    added = Silence(
-        silence_id=secrets.token_hex(4),
-        matchers=parsed,
+    added = new_silence(
+        settings,
+        build_alerting(settings, config).teams,
+        parsed,
         starts_at=now,
         ends_at=now + duration,
         comment=comment,
-        created_by=author,
-        origin="cli",
+        author=author,
     )
     with open_configured_state(settings, now=now, lock=False) as store:
         store.add_silence(added)

@@ -33,13 +33,19 @@ from taskwarden.service import systemd
 from taskwarden.service.heartbeat import heartbeat
 from taskwarden.service.jobs import claim_leases, deliver, poll_source
 from taskwarden.service.probes import serve_probes
+from taskwarden.service.status import gather
 from taskwarden.timeutil import utc_now
+from taskwarden.wiring import new_silence
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from datetime import timedelta
 
     from taskwarden.config import LoadedConfig, Settings
     from taskwarden.delivery import Notifier
+    from taskwarden.matchers import Matcher
+    from taskwarden.routing import Silence
+    from taskwarden.service.status import StatusView
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +84,46 @@ class Daemon:
     def readiness(self) -> dict[str, str]:
         return self.runtime.readiness() if self.runtime is not None else {}
 
+    # --- what the status page and the API read and write ---------------------------------------
+
+    def _running(self) -> Runtime:
+        if self.runtime is None:
+            raise StateError("the daemon is not running")
+        return self.runtime
+
+    def status(self) -> StatusView:
+        runtime = self._running()
+        return gather(runtime.store, self.readiness(), runtime.clock())
+
+    def api_token(self) -> str | None:
+        token = self.runtime.settings.daemon.api_token if self.runtime is not None else None
+        return token.get_secret_value() if token is not None else None
+
+    def add_silence(
+        self, matchers: tuple[Matcher, ...], duration: timedelta, comment: str, author: str
+    ) -> Silence:
+        runtime = self._running()
+        now = runtime.clock()
+        added = new_silence(
+            runtime.settings,
+            runtime.alerting.teams,
+            matchers,
+            starts_at=now,
+            ends_at=now + duration,
+            comment=comment,
+            author=author,
+        )
+        runtime.store.add_silence(added)
+        log.info("silence.added", silence=added.silence_id, by=author, via="api")
+        return added
+
+    def expire_silence(self, silence_id: str) -> bool:
+        runtime = self._running()
+        expired = runtime.store.expire_silence(silence_id, runtime.clock())
+        if expired:
+            log.info("silence.expired", silence=silence_id, via="api")
+        return expired
+
     # --- lifecycle --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -98,7 +144,8 @@ class Daemon:
             self.runtime = runtime
             runtime.metrics.config_loaded(accepted=True, at=runtime.clock())
             settings = runtime.settings
-            async with serve_probes(self, runtime.metrics, settings.daemon.health_bind) as url:
+            bind = settings.daemon.health_bind
+            async with serve_probes(self, runtime.metrics, bind, operated=self) as url:
                 self.health_url = url
                 self._scheduler = AsyncIOScheduler(timezone=UTC)
                 self._schedule_all(runtime)

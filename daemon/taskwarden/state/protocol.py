@@ -86,6 +86,36 @@ class StateSummary:
     leases: tuple[LeaseHolder, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert as the status page and ``taskwarden alerts`` show it."""
+
+    alert: Alert
+    outcome: str
+    """How it ended in its groups (``sent``, ``silenced``, ``inhibited``, ``unrouted``,
+    …); empty while it is pending."""
+    updated: datetime
+    receivers: tuple[tuple[str, str], ...] = ()
+    """(receiver, what that receiver was told: ``firing``, ``resolved`` or nothing yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One message in a receiver's queue: waiting, retrying, sent or given up."""
+
+    entry_id: int
+    receiver: str
+    state: str
+    """``pending`` (waiting, or retrying when ``attempts`` > 0), ``sent`` or ``dead``."""
+    attempts: int
+    created: datetime
+    next_attempt: datetime
+    notification: Notification | None
+    """None when the stored message cannot be read."""
+    last_error: str | None = None
+    done: datetime | None = None
+
+
 class TaskStore(Protocol):
     """Tasks and checkpoints: what a poll cycle reads, and its one write."""
 
@@ -144,6 +174,20 @@ class SilenceStore(Protocol):
         ...
 
 
+class StatusStore(Protocol):
+    """What operators read: alerts with their outcome, and the outbox."""
+
+    def alert_records(self, since: datetime, limit: int = 500) -> list[AlertRecord]:
+        """Stateful alerts still firing, and every alert changed since ``since``; newest
+        change first, at most ``limit``."""
+        ...
+
+    def outbox_entries(self, since: datetime, limit: int = 200) -> list[OutboxEntry]:
+        """Entries still to be sent, and those sent or given up since ``since``; newest
+        first, at most ``limit``."""
+        ...
+
+
 class LeaseStore(Protocol):
     """Who polls which source and delivers which receiver's outbox, among replicas."""
 
@@ -176,7 +220,7 @@ class PollStore(TaskStore, AlertStore, Protocol):
     """What a poll cycle uses: its tasks, and the alerts its rules read and write."""
 
 
-class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, LeaseStore, Protocol):
+class StateStore(TaskStore, AlertStore, Outbox, SilenceStore, LeaseStore, StatusStore, Protocol):
     """Every port of the state, as one backend provides them."""
 
     def probe_write(self) -> None:

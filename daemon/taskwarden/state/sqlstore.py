@@ -13,13 +13,22 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
+from taskwarden.alerts import decode_alert, decode_notification
 from taskwarden.diff import StatusChanged, StillOpen, TaskAppeared, TaskGone, TaskUpdated
 from taskwarden.errors import LeaseLostError, StateCorruptError, StateError
 from taskwarden.logs import Redactor
 from taskwarden.model import OpenTask, Phase, Product, SourceView, Task
 from taskwarden.state import alertstore
 from taskwarden.state.decoding import decoding
-from taskwarden.state.protocol import CycleCommit, Lease, LeaseHolder, SourceStatus, StateSummary
+from taskwarden.state.protocol import (
+    AlertRecord,
+    CycleCommit,
+    Lease,
+    LeaseHolder,
+    OutboxEntry,
+    SourceStatus,
+    StateSummary,
+)
 from taskwarden.timeutil import from_epoch_ms, to_epoch_ms
 
 if TYPE_CHECKING:
@@ -477,6 +486,56 @@ class SqlStateStore:
             "GROUP BY source, status"
         ).fetchall()
         return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+    @guarded
+    def alert_records(self, since: datetime, limit: int = 500) -> list[AlertRecord]:
+        rows = self.db.execute(
+            "SELECT a.key, a.payload, a.outcome, a.updated_ms, g.receiver, m.notified "
+            "FROM alerts a LEFT JOIN members m ON m.alert_key = a.key "
+            "LEFT JOIN groups g ON g.id = m.group_id "
+            "WHERE (a.state = 'firing' AND a.one_shot = 0) OR a.updated_ms >= ? "
+            "ORDER BY a.updated_ms DESC, a.key LIMIT ?",
+            (to_epoch_ms(since), limit),
+        ).fetchall()
+        found: dict[str, AlertRecord] = {}
+        for row in rows:
+            record = found.get(row["key"])
+            if record is None:
+                with decoding("alert"):
+                    alert = decode_alert(row["payload"])
+                record = AlertRecord(alert, row["outcome"], from_epoch_ms(row["updated_ms"]))
+            if row["receiver"] is not None:
+                told = (*record.receivers, (str(row["receiver"]), str(row["notified"] or "")))
+                record = AlertRecord(record.alert, record.outcome, record.updated, told)
+            found[row["key"]] = record
+        return list(found.values())
+
+    @guarded
+    def outbox_entries(self, since: datetime, limit: int = 200) -> list[OutboxEntry]:
+        rows = self.db.execute(
+            "SELECT * FROM outbox WHERE state = 'pending' OR done_ms >= ? ORDER BY id DESC LIMIT ?",
+            (to_epoch_ms(since), limit),
+        ).fetchall()
+        entries = []
+        for row in rows:
+            try:
+                notification: Notification | None = decode_notification(row["payload"])
+            except (StateError, ValueError, KeyError, TypeError):
+                notification = None  # shown as unreadable; the sender reports it
+            entries.append(
+                OutboxEntry(
+                    entry_id=int(row["id"]),
+                    receiver=str(row["receiver"]),
+                    state=str(row["state"]),
+                    attempts=int(row["attempts"]),
+                    created=from_epoch_ms(row["created_ms"]),
+                    next_attempt=from_epoch_ms(row["next_attempt_ms"]),
+                    notification=notification,
+                    last_error=row["last_error"],
+                    done=_dt(row["done_ms"]),
+                )
+            )
+        return entries
 
     @guarded
     def outbox(self) -> list[Row]:
