@@ -15,6 +15,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from taskwarden.service.daemon import Daemon
+
 TASKWARDEN = [sys.executable, "-m", "taskwarden"]
 
 
@@ -54,3 +56,26 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
+    """A daemon on ``config`` in this process, ready (or already exited: its error is
+    raised); stopped at the end of the block, within a bound. ``task.result()`` is then
+    its exit code."""
+    from taskwarden.config import config_loader
+    from taskwarden.service.daemon import Daemon
+
+    daemon = Daemon(config_loader(config), handle_signals=False)
+    task = asyncio.create_task(daemon.run())
+    try:
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if task.done():
+            task.result()
+        yield daemon, task
+    finally:
+        daemon.request_stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=20)

@@ -21,7 +21,7 @@ from taskwarden.state import open_state
 
 from .alerting_harness import SmtpServer
 from .conftest import API_KEY
-from .helpers import TASKWARDEN, free_port, subprocess_env, until
+from .helpers import TASKWARDEN, free_port, running_daemon, subprocess_env, until
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -338,25 +338,17 @@ async def test_counters_survive_a_reload(
     )
     monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
-    daemon = Daemon(config_loader(config), handle_signals=False)
-    running = asyncio.create_task(daemon.run())
     sample = 'taskwarden_api_calls_total{endpoint="list",source="dr",status="200"}'
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), timeout=20)
-        async with httpx.AsyncClient() as client:
+    async with running_daemon(config) as (daemon, running), httpx.AsyncClient() as client:
 
-            async def calls() -> float:
-                return counter(
-                    (await client.get(f"http://127.0.0.1:{health}/metrics")).text, sample
-                )
+        async def calls() -> float:
+            return counter((await client.get(f"http://127.0.0.1:{health}/metrics")).text, sample)
 
-            await until(lambda: calls_at_least(calls, 3))
-            before = await calls()
-            assert await daemon.reload()
-            assert await calls() >= before
-    finally:
-        daemon.request_stop()
-        assert await asyncio.wait_for(running, timeout=20) == 0
+        await until(lambda: calls_at_least(calls, 3))
+        before = await calls()
+        assert await daemon.reload()
+        assert await calls() >= before
+    assert running.result() == 0
 
 
 async def test_reload_outcomes_and_the_build_are_metrics(
@@ -372,34 +364,30 @@ async def test_reload_outcomes_and_the_build_are_metrics(
     good = config.read_text()
     monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
-    daemon = Daemon(config_loader(config), handle_signals=False)
-    running = asyncio.create_task(daemon.run())
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), timeout=20)
-        async with httpx.AsyncClient() as client:
+    async with running_daemon(config) as (daemon, running), httpx.AsyncClient() as client:
 
-            async def sample(line: str) -> float:
-                text = (await client.get(f"http://127.0.0.1:{health}/metrics")).text
-                return counter(text, line)
+        async def sample(line: str) -> float:
+            text = (await client.get(f"http://127.0.0.1:{health}/metrics")).text
+            return counter(text, line)
 
-            ok = "taskwarden_config_last_reload_successful"
-            at = "taskwarden_config_last_reload_success_timestamp_seconds"
-            assert await sample(ok) == 1
-            started = await sample(at)
-            assert started > 0
-            build = f'taskwarden_build_info{{python="{platform.python_version()}",version="{__version__}"}}'
-            assert await sample(build) == 1
-            config.write_text(good + "nonsense: [\n")
-            assert not await daemon.reload()
-            assert await sample(ok) == 0
-            assert await sample(at) == started
-            config.write_text(good)
-            assert await daemon.reload()
-            assert await sample(ok) == 1
-            assert await sample(at) >= started
-    finally:
-        daemon.request_stop()
-        assert await asyncio.wait_for(running, timeout=20) == 0
+        ok = "taskwarden_config_last_reload_successful"
+        at = "taskwarden_config_last_reload_success_timestamp_seconds"
+        assert await sample(ok) == 1
+        started = await sample(at)
+        assert started > 0
+        build = (
+            f'taskwarden_build_info{{python="{platform.python_version()}",version="{__version__}"}}'
+        )
+        assert await sample(build) == 1
+        config.write_text(good + "nonsense: [\n")
+        assert not await daemon.reload()
+        assert await sample(ok) == 0
+        assert await sample(at) == started
+        config.write_text(good)
+        assert await daemon.reload()
+        assert await sample(ok) == 1
+        assert await sample(at) >= started
+    assert running.result() == 0
 
 
 async def calls_at_least(read: Callable[[], Awaitable[float]], floor: float) -> bool:

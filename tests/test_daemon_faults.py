@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from taskwarden.config import config_loader
-from taskwarden.service.daemon import Daemon
 from taskwarden.simulator.faults import Fault
 
 from .conftest import API_KEY
-from .helpers import free_port, until
+from .helpers import free_port, running_daemon, until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
+    from taskwarden.service.daemon import Daemon
     from taskwarden.simulator import Simulator
     from taskwarden.simulator.slack import SlackServer
 
@@ -72,22 +71,6 @@ daemon: {json.dumps(settings)}
     return config
 
 
-@contextlib.asynccontextmanager
-async def running(config: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
-    daemon = Daemon(config_loader(config), handle_signals=False)
-    task = asyncio.create_task(daemon.run())
-    try:
-        ready = asyncio.create_task(daemon.ready.wait())
-        await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        yield daemon, task
-    finally:
-        daemon.request_stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=20)
-
-
 @pytest.fixture
 def secrets(monkeypatch: pytest.MonkeyPatch, slack: SlackServer) -> None:
     monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
@@ -130,7 +113,7 @@ async def test_a_full_disk_never_resends_pauses_polling_and_tells_the_fallback(
 ) -> None:
     sim.unfreeze_clock()
     config = write_config(tmp_path, sim, slack, state=small_disk / "state.db")
-    async with running(config) as (daemon, _):
+    async with running_daemon(config) as (daemon, _):
         await until(lambda: daemon.readiness().get("dr") == "ok")
         store = daemon.runtime.store  # type: ignore[union-attr]
         store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
@@ -196,7 +179,7 @@ async def test_a_message_that_cannot_be_built_is_given_up_and_the_queue_moves(
             Notification("mail", "g", (), (poisoned,), firing_total=1, new_total=1), sim.now()
         )
     try:
-        async with running(config) as (daemon, _):
+        async with running_daemon(config) as (daemon, _):
             await until(lambda: daemon.readiness().get("dr") == "ok")
             await until(lambda: any("was given up" in m.text for m in slack.messages))
             notice = next(m for m in slack.messages if "was given up" in m.text)
@@ -216,7 +199,7 @@ async def test_shutdown_grace_is_a_hard_bound(
     ``shutdown_grace``, and the message stays in the outbox for the next start."""
     sim.unfreeze_clock()
     config = write_config(tmp_path, sim, slack, state=tmp_path / "state.db", shutdown_grace="2s")
-    async with running(config) as (daemon, task):
+    async with running_daemon(config) as (daemon, task):
         await until(lambda: daemon.readiness().get("dr") == "ok")
         slack.inject(Fault("slow", delay=60, remaining=100, endpoint="slack.postMessage"))
         sim.add_task(status="FAILED", request_type="DEPLOY_PRODUCT")
@@ -253,7 +236,7 @@ async def test_the_heartbeat_pings_while_healthy_and_stops_when_polling_fails(
         sim.unfreeze_clock()
         config = write_config(tmp_path, sim, slack, state=tmp_path / "state.db")
         config.write_text(config.read_text() + "heartbeat: {interval: 0.3s}\n")
-        async with running(config) as (daemon, _):
+        async with running_daemon(config) as (daemon, _):
             await until(lambda: len(pings) >= 3)
             sim.inject(Fault("server_error", remaining=100_000, status=503))
             await until(lambda: daemon.readiness()["dr"] != "ok", within=20)
@@ -280,7 +263,7 @@ async def test_a_row_damaged_while_running_moves_the_state_aside_and_exits_3(
             query = "SELECT count(*) FROM tasks WHERE task_id = ?"
             return bool(conn.execute(query, (task.task_id,)).fetchone()[0])
 
-    async with running(config) as (_daemon, run):
+    async with running_daemon(config) as (_daemon, run):
         await until(tracked, within=20)
         with contextlib.closing(sqlite3.connect(state, timeout=5)) as conn, conn:
             conn.execute(

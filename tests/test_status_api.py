@@ -18,11 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from taskwarden.cli import cli
-from taskwarden.config import config_loader
-from taskwarden.service.daemon import Daemon
 
 from .conftest import API_KEY
-from .helpers import free_port, until
+from .helpers import free_port, running_daemon, until
 from .test_daemon import write_config
 
 if TYPE_CHECKING:
@@ -54,18 +52,13 @@ async def daemon_with_a_failure(
     monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
     if token is not None:
         monkeypatch.setenv("TASKWARDEN_DAEMON__API_TOKEN", token)
-    daemon = Daemon(config_loader(config), handle_signals=False)
-    running = asyncio.create_task(daemon.run())
-    try:
-        await asyncio.wait_for(daemon.ready.wait(), timeout=20)
+    async with running_daemon(config) as (daemon, running):
         await until(lambda: daemon.readiness() == {"dr": "ok"})
         products = [{"productId": "1001", "externalReferenceId": EVIL_ERID}]
         sim.add_task(status="FAILED", request_type="DEPLOY_PRODUCT", products=products)
         await slack.wait_for(1, within=20)
         yield f"http://127.0.0.1:{health}", config
-    finally:
-        daemon.request_stop()
-        assert await asyncio.wait_for(running, timeout=20) == 0
+    assert running.result() == 0
 
 
 async def test_the_api_shows_sources_alerts_and_the_outbox(
