@@ -29,6 +29,18 @@ def test_yaml_durations_and_defaults(tmp_path: Path) -> None:
     assert source.initial_lookback == timedelta(hours=24)
 
 
+def test_durations_as_alertmanager_users_write_them(tmp_path: Path) -> None:
+    config = write(
+        tmp_path, "sources:\n  dr:\n    interval: 1m30s\n    retention: 1d12h\n    overlap: 1.5m\n"
+    )
+    source = load_settings(config).sources["dr"]
+    assert source.interval == timedelta(seconds=90)
+    assert source.retention == timedelta(hours=36)
+    assert source.overlap == timedelta(seconds=90)
+    with pytest.raises(ConfigError, match="'1h30' is not a duration such as"):
+        load_settings(write(tmp_path, "sources:\n  dr:\n    interval: 1h30\n"))
+
+
 def test_secrets_from_env_secret_files_and_systemd_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -60,10 +61,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def parse_duration(value: Any) -> Any:
     """``90s``, ``15m``, ``4h``, ``7d``; plain numbers are seconds."""
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration such as 90s, 15m, 4h or 7d")
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        if _DURATION.match(value) is None:
+            raise ValueError(f"{value!r} is not a duration such as 90s, 15m, 4h, 7d or 1h30m")
+        parts = _DURATION_PART.findall(value)
+        return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in parts))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     return value
