@@ -1,8 +1,8 @@
 """The ``taskwarden`` command line: global options here, one module per command group.
 
 * `taskwarden.cli.daemon`: ``run``, ``once``
-* `taskwarden.cli.inspect`: ``state``; `taskwarden.cli.migrate`: ``migrate``
-* `taskwarden.cli.silence`: ``silence add|list|expire``
+* `taskwarden.cli.inspect`: ``state``, ``alerts``; `taskwarden.cli.migrate`: ``migrate``
+* `taskwarden.cli.silence`: ``silence add|query|list|update|expire``
 * `taskwarden.cli.check`: ``check``, ``test-notify``
 * `taskwarden.cli.sim`: ``simulate``; `taskwarden.cli.demo`: ``demo``
 
@@ -54,6 +54,7 @@ for command in (
     daemon.run_command,
     daemon.once,
     inspect.state,
+    inspect.alerts,
     migrate.migrate,
     check.check,
     check.test_notify,

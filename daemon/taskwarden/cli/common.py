@@ -13,7 +13,7 @@ from taskwarden.errors import TaskwardenError
 from taskwarden.logs import Redactor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -88,3 +88,38 @@ class DurationType(click.ParamType):  # type: ignore[type-arg] # generic only in
             return parse_duration(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class TimeType(click.ParamType):  # type: ignore[type-arg] # generic only in newer click stubs
+    """An ISO-8601 time (``2026-11-28T09:00:00Z``; without a zone: UTC)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from taskwarden.timeutil import parse_api_time
+
+        try:
+            return parse_api_time(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a time such as 2026-11-28T09:00:00Z", param, ctx)
+
+
+OUTPUT_OPTION = click.option(
+    "-o",
+    "--output",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table with headers, or JSON.",
+)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns as wide as their widest cell; the last column is not padded."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``taskwarden state``: what the state file remembers, read-only, beside the daemon."""
+"""``taskwarden state`` and ``taskwarden alerts``: what the state remembers, read-only,
+beside the daemon, without the receivers' secrets."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from taskwarden.cli.common import CONFIG_OPTION, EXIT_OK, Output, call
+from taskwarden.cli.common import (
+    CONFIG_OPTION,
+    EXIT_OK,
+    OUTPUT_OPTION,
+    DurationType,
+    Output,
+    call,
+    table,
+)
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
     from pathlib import Path
 
     from taskwarden.state.protocol import LeaseHolder, StateSummary
@@ -67,6 +76,67 @@ def show_state(config: Path, out: Output, *, as_json: bool) -> int:
         out.echo("\nleases (who polls and delivers what):")
     for lease in summary.leases:
         out.echo(f"  {lease.name:<32} {_holding(lease, now)}")
+    return EXIT_OK
+
+
+@click.command()
+@CONFIG_OPTION
+@click.argument("matchers", nargs=-1)
+@click.option(
+    "--since",
+    type=DurationType(),
+    default="24h",
+    show_default=True,
+    help="Also alerts told once, and resolved ones, that changed within this.",
+)
+@OUTPUT_OPTION
+def alerts(config: Path, matchers: tuple[str, ...], since: timedelta, output_format: str) -> None:
+    """Alerts: stateful ones still firing, and every one that changed within --since;
+    those matching every one of MATCHERS (such as 'team="catalog"') when given."""
+    call(lambda out: show_alerts(config, out, matchers, since, output_format))
+
+
+def show_alerts(
+    config: Path, out: Output, matchers: tuple[str, ...], since: timedelta, output_format: str
+) -> int:
+    from taskwarden.alerts import humanize
+    from taskwarden.config import load_settings
+    from taskwarden.errors import ConfigError, StateMissingError
+    from taskwarden.matchers import parse_all
+    from taskwarden.service.status import alert_json, matching
+    from taskwarden.timeutil import utc_now
+    from taskwarden.wiring import open_configured_state
+
+    try:
+        wanted = parse_all(matchers)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    settings = load_settings(config, state_only=True)
+    now = utc_now()
+    try:
+        with open_configured_state(settings, now=now, read_only=True) as store:
+            found = matching(store.alert_records(now - since), wanted)
+    except StateMissingError:
+        found = []
+    if output_format == "json":
+        out.echo(json.dumps([alert_json(r) for r in found], indent=2))
+        return EXIT_OK
+    if not found:
+        out.echo("no alerts")
+        return EXIT_OK
+    rows = [
+        [
+            r.alert.state.value,
+            r.alert.severity.value,
+            r.alert.label("team") or "-",
+            r.alert.rule,
+            humanize(now - r.alert.starts_at) if r.alert.starts_at else "-",
+            r.outcome or "pending",
+            " ".join(r.alert.title.split()),
+        ]
+        for r in found
+    ]
+    out.echo(table(["STATUS", "SEVERITY", "TEAM", "RULE", "AGE", "OUTCOME", "TITLE"], rows))
     return EXIT_OK
 
 
