@@ -62,7 +62,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     config = write(
         tmp_path,
         "sources:\n  dr:\n    interval: soon\n    base_url: ftp://x\n    colour: blue\n"
-        "  Bad-Name: {}\n",
+        "    retentoin: 2d\n  Bad-Name: {}\n",
     )
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
@@ -70,7 +70,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert str(config) in message
     assert "sources.dr.interval (line 3): 'soon' is not a duration" in message
     assert "sources.dr.base_url (line 4)" in message
-    assert "sources.dr.colour (line 5): Extra inputs are not permitted" in message
+    assert "sources.dr.colour (line 5): not a setting here\n" in message
+    assert "sources.dr.retentoin (line 6): not a setting here; did you mean 'retention'?" in message
     assert "Bad-Name" in message
 
 

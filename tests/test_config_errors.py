@@ -241,3 +241,31 @@ def test_commands_on_the_state_need_no_receiver_secrets(tmp_path: Path) -> None:
     assert "did you mean 'team'" in typo.output
     # The daemon's own check still wants every secret.
     assert check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")[0] == 2
+
+
+def test_team_and_route_problems_are_said_together_and_in_words(tmp_path: Path) -> None:
+    """A misspelled key gets a did-you-mean (team files too), a bad value says what is
+    expected rather than the pattern behind it, and a broken team file does not hide the
+    routing tree's problems until the next run."""
+    config = write(
+        tmp_path,
+        "silences:\n  - {id: 'a b', matchers: ['team=\"x\"'], ends: 2030-01-01T00:00:00Z}\n",
+        team="team: catalog\nrules:\n  - {name: f, type: failed, severty: critical}\n",
+    )
+    code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
+    assert code == 2
+    assert "'a b' is not an id of letters, digits" in output
+    assert "[A-Za-z" not in output  # no regular expression
+    config.write_text(
+        config.read_text()
+        .replace("route: {receiver: out}", "route: {receiver: out, group_by: [teem]}")
+        .split("silences:")[0]
+        .replace("health_bind: '127.0.0.1:", "health_bind: 'localhost:")
+    )
+    code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
+    assert code == 2
+    assert "severty (line 3): not a setting here; did you mean 'severity'?" in output
+    assert "group_by label 'teem' is never set on an alert; did you mean 'team'?" in output
+    config.write_text(config.read_text().replace("'localhost:", "'localhost"))
+    code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
+    assert "is not host:port, such as 127.0.0.1:9464" in output

@@ -45,7 +45,7 @@ from taskwarden.errors import ConfigError
 from taskwarden.links import ConsoleLink
 from taskwarden.matchers import parse_all
 from taskwarden.notify.templating import check_template
-from taskwarden.yamlfile import YamlDocument, did_you_mean, load_yaml
+from taskwarden.yamlfile import YamlDocument, did_you_mean, explain, load_yaml
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -447,8 +447,20 @@ class RouteSettings(_Section):
         ]
 
 
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A string check that says what is expected, not the regular expression behind it."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 class SilenceSettings(_Section):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    id: Annotated[str, _matching(r"[A-Za-z0-9_.-]+", "an id of letters, digits, '_', '.', '-'")]
     matchers: Matchers = Field(min_length=1)
     ends: datetime
     starts: datetime | None = None
@@ -462,7 +474,9 @@ class HealthConfig(_Section):
 
 
 class DaemonSettings(_Section):
-    health_bind: str = Field(default="127.0.0.1:9464", pattern=r"^\[?[^\]]*\]?:\d+$")
+    health_bind: Annotated[
+        str, _matching(r"\[?[^\]]*\]?:\d+", "host:port, such as 127.0.0.1:9464 or 0.0.0.0:9464")
+    ] = "127.0.0.1:9464"
     """Where /healthz, /readyz and /metrics listen (host:port; loopback by default)."""
     readiness_factor: float = Field(default=3.0, ge=1.0)
     """A source is unready when its last successful poll is older than this × its interval."""
@@ -835,8 +849,7 @@ def _validation_problems(
             at = f" (from {origin})"
         else:
             at = f" (line {line})" if line is not None else ""
-        # pydantic's "Value error, " prefix is its class name, not something to act on.
-        said = str(error["msg"]).removeprefix("Value error, ")
+        said = explain(error, Settings)
         problems.append(f"  {location}{at}: {said}{_secret_hint(loc, error)}")
     return problems
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskwarden.alerts import Severity
 from taskwarden.config import (  # noqa: TC001 - pydantic reads annotations at run time
@@ -29,9 +29,20 @@ from taskwarden.templates import (
     compile_annotations,
     environment,
 )
-from taskwarden.yamlfile import did_you_mean, load_yaml
+from taskwarden.yamlfile import did_you_mean, explain, load_yaml
 
 _TEAM = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+_RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _rule_name(value: str) -> str:
+    if _RULE_NAME.fullmatch(value) is None:
+        raise ValueError(
+            f"{value!r} is not a rule name: a letter or digit, then letters, digits, '_', '.', '-'"
+        )
+    return value
 
 
 class _Spec(BaseModel):
@@ -39,7 +50,7 @@ class _Spec(BaseModel):
 
 
 class _RuleSpec(_Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Annotated[str, AfterValidator(_rule_name)]
     matchers: Matchers = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -172,7 +183,7 @@ def load_team_file(path: Path, task_labels: frozenset[str] = TASK_LABELS) -> Tea
             loc = tuple(step for step in error["loc"] if step not in _TAGS)
             line = doc.line_of(loc)
             at = f" (line {line})" if line is not None else ""
-            lines.append(f"  {_location(error['loc'], data)}{at}: {error['msg']}")
+            lines.append(f"  {_location(error['loc'], data)}{at}: {explain(error, TeamFile)}")
         raise ConfigError("\n".join(lines)) from None
     unknown: list[str] = []
     for index, rule in enumerate(spec.rules):
@@ -213,7 +224,18 @@ def load_teams(
     patterns: list[str], base: Path, *, task_labels: frozenset[str] = TASK_LABELS
 ) -> tuple[Team, ...]:
     """Every file matching ``patterns`` (relative to ``base``); all problems at once."""
+    teams, problems = read_teams(patterns, base, task_labels=task_labels)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return teams
+
+
+def read_teams(
+    patterns: list[str], base: Path, *, task_labels: frozenset[str] = TASK_LABELS
+) -> tuple[tuple[Team, ...], list[str]]:
+    """The teams that load, and the problems of those that do not (each with its file)."""
     files: list[Path] = []
+    problems: list[str] = []
     for pattern in patterns:
         matched = (
             sorted(base.glob(pattern))
@@ -221,10 +243,9 @@ def load_teams(
             else sorted(Path(pattern).parent.glob(Path(pattern).name))
         )
         if not matched:
-            raise ConfigError(f"teams: no file matches {pattern!r} (relative to {base})")
+            problems.append(f"teams: no file matches {pattern!r} (relative to {base})")
         files.extend(matched)
     teams: list[Team] = []
-    problems: list[str] = []
     for path in dict.fromkeys(files):
         try:
             teams.append(load_team_file(path, task_labels))
@@ -237,6 +258,4 @@ def load_teams(
                 f"{team.origin}: team {team.name!r} is already defined in {seen[team.name]}"
             )
         seen[team.name] = team.origin
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return tuple(teams)
+    return tuple(teams), problems

@@ -34,7 +34,7 @@ from taskwarden.sources.digitalriver import DigitalRiverClient, DigitalRiverSour
 from taskwarden.sources.elasticpath import ElasticPathClient, ElasticPathSource
 from taskwarden.sources.http import CallMeter, ResponseLimits, RetryPolicy
 from taskwarden.state import open_state
-from taskwarden.teams import load_teams
+from taskwarden.teams import read_teams
 from taskwarden.timeutil import as_utc
 from taskwarden.yamlfile import did_you_mean, load_yaml
 
@@ -202,14 +202,14 @@ def build_alerting(settings: Settings, config_path: Path | None) -> Alerting:
     Label names are checked here, where the teams' and sources' own labels are known: a
     route, a group_by or a silence naming a label no alert carries is an error."""
     base = config_path.parent if config_path is not None else Path()
-    teams = load_teams(settings.teams, base, task_labels=task_label_names(settings))
+    teams, broken = read_teams(settings.teams, base, task_labels=task_label_names(settings))
     document = load_yaml(config_path) if config_path is not None else None
+    # Checked against the team files that loaded, so that every problem is said at once.
     problems = label_problems(settings, alert_label_names(settings, teams), document)
-    if problems:
+    if problems or broken:
         where = f" in {config_path}" if config_path else ""
-        raise ConfigError(
-            "\n".join([f"{len(problems)} problem(s) in the configuration{where}:", *problems])
-        )
+        said = [f"{len(problems)} problem(s) in the configuration{where}:", *problems]
+        raise ConfigError("\n".join([*broken, *(said if problems else [])]))
     root = _route(settings.route) if settings.route is not None else None
     if root is not None and root.group_by is None:
         root = replace(root, group_by=("team", "rule", "source", "kind"))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel
 from yaml.constructor import ConstructorError
 
 from taskwarden.errors import ConfigError
@@ -112,3 +113,54 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """``; did you mean 'team'?`` when a candidate is close, else nothing."""
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def fields_at(root: type[BaseModel], loc: Sequence[int | str]) -> set[str]:
+    """The setting names (and aliases) of the section at ``loc`` of a pydantic model: what
+    a misspelled key may have meant. Unions (a source's ``kind``) merge their members."""
+    current: list[Any] = [root]
+    for step in loc:
+        found: list[Any] = []
+        for model in _members(current):
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                for name, info in model.model_fields.items():
+                    if step in (name, info.alias):
+                        found.append(info.annotation)
+            elif get_origin(model) in (list, tuple) and isinstance(step, int):
+                found.extend(get_args(model)[:1])
+            elif get_origin(model) is dict and isinstance(step, str):
+                found.extend(get_args(model)[1:2])
+        # A step no member knows is a union's tag in pydantic's location: stay put.
+        current = found or current
+    names: set[str] = set()
+    for model in _members(current):
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                names.add(info.alias if isinstance(info.alias, str) else name)
+    return names
+
+
+def _members(annotations: list[Any]) -> list[Any]:
+    """Annotations with Optional / Union / Annotated unwrapped (containers kept)."""
+    out: list[Any] = []
+    pending = list(annotations)
+    while pending:
+        current = pending.pop()
+        if get_origin(current) in (list, tuple, dict) or (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
+            out.append(current)
+        else:
+            pending.extend(get_args(current))
+    return out
+
+
+def explain(error: Any, root: type[BaseModel]) -> str:
+    """A pydantic error's message, said for a person: no "Value error, " class prefix, and
+    a did-you-mean for a key that is not a setting."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    loc = list(error["loc"])
+    if error.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        known = fields_at(root, loc[:-1])
+        return f"not a setting here{did_you_mean(loc[-1], known)}"
+    return message
