@@ -45,7 +45,14 @@ from taskwarden.errors import ConfigError
 from taskwarden.links import ConsoleLink
 from taskwarden.matchers import parse_all
 from taskwarden.notify.templating import check_template
-from taskwarden.yamlfile import YamlDocument, did_you_mean, explain, load_yaml
+from taskwarden.yamlfile import (
+    YamlDocument,
+    annotations_at,
+    did_you_mean,
+    explain,
+    fields_at,
+    load_yaml,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -854,8 +861,8 @@ def _validation_problems(
     return problems
 
 
-def _is_secret(annotation: Any) -> bool:
-    candidates = [annotation]
+def _is_secret(annotations: list[Any]) -> bool:
+    candidates = list(annotations)
     while candidates:
         current = candidates.pop()
         if current is SecretStr:
@@ -864,35 +871,13 @@ def _is_secret(annotation: Any) -> bool:
     return False
 
 
-def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """The model of the section at ``loc``, for receivers and fixed sections."""
-    model: type[BaseModel] | None = Settings
-    index = 0
-    while model is not None and index < len(loc):
-        segment = str(loc[index])
-        if model is Settings and segment in COLLECTIONS:
-            # Sources' secrets are optional here; building the source names them.
-            model = ReceiverSettings if segment == "receivers" else None
-            index += 2
-            continue
-        annotation = _field_names(model).get(segment)
-        model = _model_of(annotation) if annotation is not None else None
-        index += 1
-    return model
-
-
 def _secret_hint(loc: Sequence[int | str], error: Any) -> str:
     """A missing secret names where it can come from: the variable and the credential file."""
     if error.get("type") == "missing":
-        parent, names = _model_at(loc[:-1]), [str(loc[-1])] if loc else []
-        loc = loc[:-1]
+        loc, names = loc[:-1], [str(loc[-1])] if loc else []
     else:
-        parent = _model_at(loc)
-        fields = _field_names(parent) if parent is not None else {}
-        names = [n for n in fields if re.search(rf"\b{n}\b", error["msg"])]
-    if parent is None:
-        return ""
-    secrets = [n for n in names if _is_secret(_field_names(parent).get(n))]
+        names = [n for n in fields_at(Settings, loc) if re.search(rf"\b{n}\b", error["msg"])]
+    secrets = [n for n in names if _is_secret(annotations_at(Settings, [*loc, n]))]
     if not secrets:
         return ""
     where = {

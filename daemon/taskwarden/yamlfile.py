@@ -118,6 +118,16 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def fields_at(root: type[BaseModel], loc: Sequence[int | str]) -> set[str]:
     """The setting names (and aliases) of the section at ``loc`` of a pydantic model: what
     a misspelled key may have meant. Unions (a source's ``kind``) merge their members."""
+    names: set[str] = set()
+    for model in _members(annotations_at(root, loc)):
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, info in model.model_fields.items():
+                names.add(info.alias if isinstance(info.alias, str) else name)
+    return names
+
+
+def annotations_at(root: type[BaseModel], loc: Sequence[int | str]) -> list[Any]:
+    """The type annotations of the setting at ``loc`` (several under a union)."""
     current: list[Any] = [root]
     for step in loc:
         found: list[Any] = []
@@ -132,12 +142,7 @@ def fields_at(root: type[BaseModel], loc: Sequence[int | str]) -> set[str]:
                 found.extend(get_args(model)[1:2])
         # A step no member knows is a union's tag in pydantic's location: stay put.
         current = found or current
-    names: set[str] = set()
-    for model in _members(current):
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            for name, info in model.model_fields.items():
-                names.add(info.alias if isinstance(info.alias, str) else name)
-    return names
+    return current
 
 
 def _members(annotations: list[Any]) -> list[Any]:
