@@ -876,7 +876,12 @@ def _secret_hint(loc: Sequence[int | str], error: Any) -> str:
     if error.get("type") == "missing":
         loc, names = loc[:-1], [str(loc[-1])] if loc else []
     else:
-        names = [n for n in fields_at(Settings, loc) if re.search(rf"\b{n}\b", error["msg"])]
+        said = {
+            n: m.start()
+            for n in fields_at(Settings, loc)
+            if (m := re.search(rf"\b{n}\b", error["msg"]))
+        }
+        names = sorted(said, key=said.__getitem__)  # in the order the message names them
     secrets = [n for n in names if _is_secret(annotations_at(Settings, [*loc, n]))]
     if not secrets:
         return ""
