@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 KEY = "chaos-api-key-0123"
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 K8S_LIMIT_MB = 256
-"""The Kubernetes manifest's memory limit (deploy/kubernetes/deployment.yaml)."""
+"""The Kubernetes manifest's memory limit (deploy/kubernetes/single/deployment.yaml)."""
 TEAM = Team(
     "catalog",
     (FailedRule("failed", "catalog"), StuckRule("stuck", "catalog", after=timedelta(hours=2))),

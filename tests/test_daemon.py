@@ -7,7 +7,7 @@ import asyncio
 import platform
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -392,3 +392,45 @@ async def test_reload_outcomes_and_the_build_are_metrics(
 
 async def calls_at_least(read: Callable[[], Awaitable[float]], floor: float) -> bool:
     return await read() >= floor
+
+
+async def test_a_changed_team_file_is_reloaded_without_sighup(
+    tmp_path: Path, sim: Simulator, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ConfigMap edit reaches the mounted files and nothing signals the process: the
+    daemon notices the new contents; a broken edit is rejected once, not at every look."""
+    config = write_config(
+        tmp_path, sim, slack, smtp_port=free_port(), health_port=free_port(), route_to="slack"
+    )
+    config.write_text(config.read_text().replace("daemon:\n", "daemon:\n  watch_config: 0.1s\n"))
+    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    team_file = tmp_path / "teams" / "catalog.yaml"
+    async with running_daemon(config) as (daemon, running):
+        assert daemon.runtime is not None
+        runtime = daemon.runtime
+        loads = 0
+        looks = 0
+        load, look = daemon._load, daemon._config_fingerprint
+
+        def counted_load() -> Any:
+            nonlocal loads
+            loads += 1
+            return load()
+
+        def counted_look(rt: Any) -> str | None:
+            nonlocal looks
+            looks += 1
+            return look(rt)
+
+        daemon._load, daemon._config_fingerprint = counted_load, counted_look  # type: ignore[method-assign]
+        team_file.write_text(TEAM_FILE + "  - {name: stuck, type: stuck, after: 2h}\n")
+        await until(lambda: len(runtime.alerting.teams[0].rules) == 2)
+        assert loads == 1
+        team_file.write_text("team: catalog\nrules: [nonsense\n")
+        await until(lambda: loads == 2)
+        seen = looks
+        await until(lambda: looks >= seen + 5)  # five more looks at the same broken files
+        assert loads == 2
+        assert len(runtime.alerting.teams[0].rules) == 2  # the running configuration stays
+    assert running.result() == 0

@@ -48,16 +48,23 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert result.stderr.strip() == "", result.stderr  # warnings (unknown keys, bad values) too
 
 
+KUBE = ROOT / "deploy" / "kubernetes"
+
+
 def shipped_config(
     configmap_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, dict[str, Any]]:
-    """The ConfigMap's configuration and team file on disk, the Secret as credential files."""
+    """The ConfigMaps laid out as the pod sees them (config/ and teams/ directories), the
+    example Secret as credential files."""
     configmap: dict[str, Any] = yaml.safe_load(configmap_file.read_text())
+    teams: dict[str, Any] = yaml.safe_load((KUBE / "base" / "teams-configmap.yaml").read_text())
     (tmp_path / "teams").mkdir()
-    (tmp_path / "teams" / "catalog.yaml").write_text(configmap["data"]["catalog.yaml"])
-    config = tmp_path / "taskwarden.yaml"
+    for name, text in teams["data"].items():
+        (tmp_path / "teams" / name).write_text(text)
+    (tmp_path / "config").mkdir()
+    config = tmp_path / "config" / "taskwarden.yaml"
     config.write_text(configmap["data"]["taskwarden.yaml"])
-    secret = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "secret.yaml").read_text())
+    secret = yaml.safe_load((KUBE / "secret.example.yaml").read_text())
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     for name, value in secret["stringData"].items():
@@ -66,16 +73,33 @@ def shipped_config(
     return config, configmap
 
 
+def kustomized(directory: Path) -> list[dict[str, Any]]:
+    """The resources a kustomization lists, followed recursively (the kit uses no patches,
+    so this is what `kubectl kustomize` builds; make lint-deploy runs that too)."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "resources"}, "no patches, no generators"
+    found: list[dict[str, Any]] = []
+    for entry in kustomization["resources"]:
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            found.extend(kustomized(path))
+        else:
+            found.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return found
+
+
+def pod_specs(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["spec"]["template"]["spec"] for r in resources if r["kind"] in ("Deployment", "Job")]
+
+
 def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, _ = shipped_config(
-        ROOT / "deploy" / "kubernetes" / "configmap.yaml", tmp_path, monkeypatch
-    )
+    config, _ = shipped_config(KUBE / "single" / "configmap.yaml", tmp_path, monkeypatch)
     settings = load_settings(config)
     assert settings.daemon.health_bind == "0.0.0.0:9464"
     assert build_alerting(settings, config).teams[0].name == "catalog"
-    deployment = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text())
+    deployment = yaml.safe_load((KUBE / "single" / "deployment.yaml").read_text())
     spec = deployment["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"]["type"] == "Recreate"
@@ -89,12 +113,13 @@ def test_kubernetes_configmap_is_a_valid_taskwarden_configuration(
 def test_the_ha_variant_shares_a_database_and_survives_disruptions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ha = ROOT / "deploy" / "kubernetes" / "ha"
+    ha = KUBE / "ha"
     config, configmap = shipped_config(ha / "configmap.yaml", tmp_path, monkeypatch)
     settings = load_settings(config)
     assert settings.state.url is not None
     assert settings.state.url.startswith("postgresql://")
     assert settings.state.password is not None
+    assert build_alerting(settings, config).teams[0].name == "catalog"
     deployment, budget = yaml.safe_load_all((ha / "deployment.yaml").read_text())
     spec = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] >= 2
@@ -103,3 +128,40 @@ def test_the_ha_variant_shares_a_database_and_survives_disruptions(
     assert spec["volumes"][0]["configMap"]["name"] == configmap["metadata"]["name"]
     assert budget["kind"] == "PodDisruptionBudget"
     assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("overlay", ["single", "ha"])
+def test_the_kustomize_overlays_are_complete_and_safe(overlay: str) -> None:
+    resources = kustomized(KUBE / overlay)
+    kinds = sorted(r["kind"] for r in resources)
+    for kind in ("Deployment", "Service", "ServiceAccount", "ServiceMonitor", "PrometheusRule",
+                 "NetworkPolicy"):  # fmt: skip
+        assert kind in kinds, kind
+    assert "Secret" not in kinds  # created once by the operator: `apply -k` never overwrites it
+    assert ("PersistentVolumeClaim" in kinds) == (overlay == "single")
+    assert ("PodDisruptionBudget" in kinds) == (overlay == "ha")
+    names = {(r["kind"], r["metadata"]["name"]) for r in resources}
+    assert len(names) == len(resources), "one resource per kind and name"
+    configmaps = {name for kind, name in names if kind == "ConfigMap"}
+    for spec in pod_specs(resources):
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["serviceAccountName"] == "taskwarden"
+        mounted = {v["name"]: v for v in spec["volumes"]}
+        for volume in mounted.values():
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in configmaps, volume
+        for container in spec["containers"]:
+            for mount in container["volumeMounts"]:
+                # subPath freezes a file: a ConfigMap edit would never reach the pod.
+                assert "subPath" not in mount, mount
+                assert mount["name"] in mounted
+    [service] = [r for r in resources if r["kind"] == "Service"]
+    [monitor] = [r for r in resources if r["kind"] == "ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_the_prometheus_rule_resource_carries_the_checked_rules() -> None:
+    """The rules promtool checks and unit-tests are the ones the PrometheusRule ships."""
+    checked = yaml.safe_load((ROOT / "deploy" / "prometheus" / "taskwarden-rules.yaml").read_text())
+    shipped = yaml.safe_load((KUBE / "base" / "prometheusrule.yaml").read_text())
+    assert shipped["spec"] == checked

@@ -492,6 +492,9 @@ class DaemonSettings(_Section):
     deliver_interval: Duration = timedelta(seconds=2)
     shutdown_grace: Duration = timedelta(seconds=20)
     """On SIGTERM: finish the current cycle and flush the outbox within this time."""
+    watch_config: Duration | None = timedelta(seconds=30)
+    """How often to look for changes to the configuration and team files, and reload as on
+    SIGHUP when their contents changed (a Kubernetes ConfigMap edit); null: SIGHUP only."""
     api_token: SecretStr | None = None
     """Bearer token for the API's writes (adding and expiring silences); none: the API
     is read-only. A secret: TASKWARDEN_DAEMON__API_TOKEN / daemon__api_token."""

@@ -34,6 +34,7 @@ from taskwarden.service.heartbeat import heartbeat
 from taskwarden.service.jobs import claim_leases, deliver, poll_source
 from taskwarden.service.probes import serve_probes
 from taskwarden.service.status import gather
+from taskwarden.service.watch import config_files, fingerprint
 from taskwarden.timeutil import utc_now
 from taskwarden.wiring import new_silence
 
@@ -73,6 +74,8 @@ class Daemon:
         self._reloads: set[asyncio.Task[bool]] = set()
         self.runtime: Runtime | None = None
         self.health_url: str | None = None
+        self._config_seen: str | None = None
+        """The configuration files' fingerprint when they were last read."""
         self.ready = asyncio.Event()
         """Set once the jobs are scheduled and the health endpoint listens."""
 
@@ -142,6 +145,7 @@ class Daemon:
         )
         async with runtime:
             self.runtime = runtime
+            self._config_seen = self._config_fingerprint(runtime)
             runtime.metrics.config_loaded(accepted=True, at=runtime.clock())
             settings = runtime.settings
             bind = settings.daemon.health_bind
@@ -214,6 +218,21 @@ class Daemon:
             coalesce=True,
             replace_existing=True,
         )
+        watch = settings.daemon.watch_config
+        if watch is not None:
+            self._scheduler.add_job(
+                self._watch_config,
+                "interval",
+                seconds=watch.total_seconds(),
+                args=[runtime],
+                id="watch-config",
+                name="watch the configuration files",
+                max_instances=1,
+                coalesce=True,
+                replace_existing=True,
+            )
+        elif self._scheduler.get_job("watch-config") is not None:
+            self._scheduler.remove_job("watch-config")
         self._scheduler.add_job(
             deliver,
             "interval",
@@ -226,6 +245,20 @@ class Daemon:
             next_run_time=now,
             replace_existing=True,
         )
+
+    def _config_fingerprint(self, runtime: Runtime) -> str | None:
+        path = runtime.wiring.loaded.path
+        if path is None:
+            return None
+        return fingerprint(config_files(path, runtime.settings.teams))
+
+    async def _watch_config(self, runtime: Runtime) -> None:
+        """Reload when the configuration's files changed since they were last read."""
+        seen = await asyncio.to_thread(self._config_fingerprint, runtime)
+        if seen is None or seen == self._config_seen:
+            return
+        log.info("config.changed", action="reloading")
+        await self.reload()
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -256,6 +289,8 @@ class Daemon:
         whatever is wrong with it (a config error, an unreadable file, a bad CA file)."""
         runtime = self.runtime
         assert runtime is not None
+        # What is read now, accepted or not: a rejected edit is not retried until it changes.
+        self._config_seen = await asyncio.to_thread(self._config_fingerprint, runtime)
         try:
             loaded = self._load()
             runtime.reload(loaded)
