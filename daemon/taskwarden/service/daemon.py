@@ -39,7 +39,7 @@ from taskwarden.timeutil import utc_now
 from taskwarden.wiring import new_silence
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
     from datetime import timedelta
 
     from taskwarden.config import LoadedConfig, Settings
@@ -193,57 +193,42 @@ class Daemon:
                 next_run_time=now,
                 replace_existing=True,
             )
-        if settings.heartbeat is not None:
-            self._scheduler.add_job(
-                heartbeat,
-                "interval",
-                seconds=settings.heartbeat.interval.total_seconds(),
-                args=[runtime],
-                id="heartbeat",
-                name="heartbeat",
-                max_instances=1,
-                coalesce=True,
-                replace_existing=True,
-            )
-        elif self._scheduler.get_job("heartbeat") is not None:
-            self._scheduler.remove_job("heartbeat")
-        self._scheduler.add_job(
-            claim_leases,
-            "interval",
-            seconds=runtime.leases.ttl.total_seconds() / 3,
-            args=[runtime],
-            id="leases",
-            name="claim leases",
-            max_instances=1,
-            coalesce=True,
-            replace_existing=True,
-        )
+        heartbeat_every = settings.heartbeat.interval if settings.heartbeat else None
+        self._every(heartbeat_every, heartbeat, runtime, "heartbeat", "heartbeat")
+        self._every(runtime.leases.ttl / 3, claim_leases, runtime, "leases", "claim leases")
         watch = settings.daemon.watch_config
-        if watch is not None:
-            self._scheduler.add_job(
-                self._watch_config,
-                "interval",
-                seconds=watch.total_seconds(),
-                args=[runtime],
-                id="watch-config",
-                name="watch the configuration files",
-                max_instances=1,
-                coalesce=True,
-                replace_existing=True,
-            )
-        elif self._scheduler.get_job("watch-config") is not None:
-            self._scheduler.remove_job("watch-config")
+        self._every(watch, self._watch_config, runtime, "watch-config", "watch the config files")
+        every = settings.daemon.deliver_interval
+        self._every(every, deliver, runtime, "deliver", "deliver outbox", first=now)
+
+    def _every(
+        self,
+        interval: timedelta | None,
+        job: Callable[[Runtime], Awaitable[object]],
+        runtime: Runtime,
+        job_id: str,
+        name: str,
+        *,
+        first: datetime | None = None,
+    ) -> None:
+        """(Re)schedule one of the daemon's own periodic jobs; None: it is not wanted."""
+        assert self._scheduler is not None
+        if interval is None:
+            if self._scheduler.get_job(job_id) is not None:
+                self._scheduler.remove_job(job_id)
+            return
+        extra = {"next_run_time": first} if first is not None else {}
         self._scheduler.add_job(
-            deliver,
+            job,
             "interval",
-            seconds=settings.daemon.deliver_interval.total_seconds(),
+            seconds=interval.total_seconds(),
             args=[runtime],
-            id="deliver",
-            name="deliver outbox",
+            id=job_id,
+            name=name,
             max_instances=1,
             coalesce=True,
-            next_run_time=now,
             replace_existing=True,
+            **extra,
         )
 
     def _config_fingerprint(self, runtime: Runtime) -> str | None:
