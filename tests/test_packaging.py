@@ -15,6 +15,7 @@ from taskwarden.config import load_settings
 from taskwarden.wiring import build_alerting
 
 ROOT = Path(__file__).parents[1]
+PACKAGE = ROOT / "daemon" / "taskwarden"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
@@ -165,3 +166,32 @@ def test_the_prometheus_rule_resource_carries_the_checked_rules() -> None:
     checked = yaml.safe_load((ROOT / "deploy" / "prometheus" / "taskwarden-rules.yaml").read_text())
     shipped = yaml.safe_load((KUBE / "base" / "prometheusrule.yaml").read_text())
     assert shipped["spec"] == checked
+
+
+def test_the_grafana_dashboard_queries_real_metrics_in_valid_promql(tmp_path: Path) -> None:
+    """Every panel's query names metrics taskwarden exports, and promtool parses it."""
+    import json
+    import re
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "taskwarden.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    exported = set(
+        re.findall(r'"(taskwarden_[a-z_]+)"', (PACKAGE / "service" / "metrics.py").read_text())
+    )
+    for expr in exprs:
+        for name in re.findall(r"taskwarden_[a-z_]+", expr):
+            family = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert family in exported, f"{name} in {expr!r}"
+    # promtool parses PromQL in rule files: one recording rule per query.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+    ]}]}  # fmt: skip
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "make system-deps installs Debian's prometheus (promtool)"
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
