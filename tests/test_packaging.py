@@ -33,6 +33,10 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         "PrivateTmp=yes",
         "SystemCallFilter=@system-service",
         "WatchdogSec=",
+        "IPAddressDeny=",
+        "MemoryDenyWriteExecute=yes",
+        "PrivateUsers=yes",
+        "ProcSubset=pid",
     ):
         assert required in unit, required
     # verify checks that ExecStart exists: point it at this checkout's entry point.
@@ -195,3 +199,21 @@ def test_the_grafana_dashboard_queries_real_metrics_in_valid_promql(tmp_path: Pa
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_unit_exposure_stays_low(tmp_path: Path) -> None:
+    """systemd-analyze security's exposure (0 best, 10 worst): the README quotes it."""
+    import re
+
+    unit = tmp_path / "taskwarden.service"
+    unit.write_text((ROOT / "systemd" / "taskwarden.service").read_text())
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Overall exposure level for taskwarden.service: ([0-9.]+)", result.stdout)
+    assert found is not None, result.stdout + result.stderr
+    assert float(found.group(1)) <= 1.1
