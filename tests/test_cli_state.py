@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from taskwarden.simulator import Simulator, running_simulator
@@ -72,3 +73,44 @@ async def test_configuration_errors_exit_2_with_the_reason(tmp_path: Path) -> No
     code, _, err = await taskwarden("once", "-c", str(config))
     assert code == 2
     assert "sources.dr.interval" in err
+
+
+MDWE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (Linux 6.3+)
+    sys.exit(f"PR_SET_MDWE: {os.strerror(ctypes.get_errno())}")
+os.execv(sys.executable, [sys.executable, "-m", "taskwarden", *sys.argv[1:]])
+"""
+
+
+async def test_a_cycle_needs_no_writable_executable_memory(tmp_path: Path) -> None:
+    """The systemd unit sets MemoryDenyWriteExecute=yes: a poll that alerts, renders its
+    templates, matches with RE2 and notifies runs with the kernel refusing W+X memory."""
+    team = tmp_path / "teams"
+    team.mkdir()
+    (team / "catalog.yaml").write_text(
+        "team: catalog\nrules:\n  - name: deploys\n    type: failed\n"
+        "    matchers: ['kind=~\"DEPLOY_.*\"']\n"
+        "    annotations: {summary: '{{ task.kind }} of {{ task.erid }} failed'}\n"
+    )
+    sim = Simulator(api_key=KEY)
+    async with running_simulator(sim) as running:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"state:\n  path: {tmp_path / 's.db'}\n"
+            f"sources:\n  dr:\n    base_url: {running.base_url}\n"
+            "teams: ['teams/*.yaml']\nreceivers: {out: {console: true}}\nroute: {receiver: out}\n"
+        )
+        task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
+        code, _, err = await taskwarden("once", "-c", str(config))
+        assert code == 0, err
+        sim.set_status(task.task_id, "FAILED")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MDWE, "--log-format=json", "once", "-c", str(config),
+            env=subprocess_env(TASKWARDEN_SOURCES__DR__API_KEY=KEY),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err_bytes = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err_bytes.decode()
+        assert "DEPLOY_PRODUCT of" in out.decode()  # the alert, through its template
