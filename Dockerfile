@@ -1,15 +1,22 @@
 # syntax=docker/dockerfile:1
-# Build stage: a virtual environment with taskwarden and its dependencies (wheels only).
-FROM python:3.11-slim AS build
+# The base image. For a reproducible build pin it by digest: `make image-pin` writes
+# python:3.11-slim@sha256:… here (docker buildx imagetools inspect); commit that line.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# Build stage: a virtual environment with the locked dependencies (every file's hash
+# checked: requirements.lock, `make lock`), then taskwarden itself without resolving again.
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/taskwarden
+COPY requirements.lock ./
+RUN /opt/taskwarden/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
-RUN /opt/taskwarden/bin/pip install .
+RUN /opt/taskwarden/bin/pip install --no-deps .
 
 # Final stage: the venv only, no build tools, a non-root user, state on a volume.
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/taskwarden \
         --shell /usr/sbin/nologin taskwarden \
     && mkdir -p /var/lib/taskwarden /etc/taskwarden \

@@ -4,13 +4,32 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint lint-deploy typecheck pytest bench-smoke chaos-smoke demo bench chaos clean system-deps
+.PHONY: test lint lint-deploy typecheck pytest bench-smoke chaos-smoke demo bench chaos clean system-deps lock image-pin
 
-$(STAMP): pyproject.toml
+# The runtime dependencies at the versions the image ships (requirements.lock, without
+# its hashes: pip takes no hashes for an editable install), the dev tools at their latest.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	sed -e '/--hash=/d' -e 's/ \\$$//' requirements.lock > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# requirements.lock from [project.dependencies], with every file's hash (pip-tools).
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet pip-tools
+	$(VENV)-lock/bin/pip-compile --quiet --generate-hashes --strip-extras --no-header \
+		--no-emit-index-url --no-emit-find-links \
+		--output-file $(VENV)-lock/requirements.txt pyproject.toml
+	{ sed -n '1,3p' requirements.lock; cat $(VENV)-lock/requirements.txt; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+# Pin the Dockerfile's base image to the digest python:3.11-slim has today (needs docker
+# and Docker Hub); commit the change so that every build starts from the same bytes.
+image-pin:
+	digest=$$(docker buildx imagetools inspect python:3.11-slim --format '{{json .Manifest.Digest}}' | tr -d '"'); \
+	test -n "$$digest" && sed -i "s|^ARG PYTHON_IMAGE=.*|ARG PYTHON_IMAGE=python:3.11-slim@$$digest|" Dockerfile
 
 test: lint lint-deploy typecheck pytest bench-smoke chaos-smoke
 

@@ -217,3 +217,31 @@ def test_systemd_unit_exposure_stays_low(tmp_path: Path) -> None:
     found = re.search(r"Overall exposure level for taskwarden.service: ([0-9.]+)", result.stdout)
     assert found is not None, result.stdout + result.stderr
     assert float(found.group(1)) <= 1.1
+
+
+def test_the_image_ships_the_locked_versions_the_tests_ran_on() -> None:
+    """requirements.lock pins every runtime dependency with its hashes; the image installs
+    it with --require-hashes; this venv (make test's) has exactly those versions."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = {
+        normal(n): v for n, v in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.MULTILINE)
+    }
+    entries = re.split(r"\n(?=[A-Za-z])", lock.split("\n\n", 1)[1])
+    assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = normal(re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0])
+        assert name in pinned, f"{name} is not in requirements.lock: run make lock"
+    for name, locked in pinned.items():
+        assert version(name) == locked, f"{name}: venv {version(name)}, lock {locked}"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile
+    assert "-r requirements.lock" in dockerfile
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["${PYTHON_IMAGE}"] * 2
