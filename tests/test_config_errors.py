@@ -269,3 +269,17 @@ def test_team_and_route_problems_are_said_together_and_in_words(tmp_path: Path) 
     config.write_text(config.read_text().replace("'localhost:", "'localhost"))
     code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
     assert "is not host:port, such as 127.0.0.1:9464" in output
+
+
+def test_check_reads_the_team_files_even_when_the_configuration_is_invalid(
+    tmp_path: Path,
+) -> None:
+    config = write(
+        tmp_path,
+        "bogus_section: 1\n",
+        team="team: catalog\nrules:\n  - {name: f, type: failed, severty: critical}\n",
+    )
+    code, output = check(config, TASKWARDEN_SOURCES__DR__API_KEY="k")
+    assert code == 2
+    assert "bogus_section" in output
+    assert "severty (line 3): not a setting here; did you mean 'severity'?" in output

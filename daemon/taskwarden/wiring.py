@@ -163,6 +163,28 @@ def task_label_names(settings: Settings) -> frozenset[str]:
     return TASK_LABELS | {name for s in settings.sources.values() for name in s.labels}
 
 
+def team_problems_of_raw(config_path: Path) -> list[str]:
+    """The team files' problems when the configuration itself is invalid (so that `check`
+    says everything at once): read with the file's own ``teams`` globs and sources' labels
+    as written, whatever else is wrong with it."""
+    try:
+        data = load_yaml(config_path).data
+    except ConfigError:
+        return []  # the YAML itself is broken: that is the problem already reported
+    if not isinstance(data, dict) or not isinstance(data.get("teams"), list):
+        return []
+    patterns = [p for p in data["teams"] if isinstance(p, str)]
+    sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+    labels = {
+        str(name)
+        for source in (sources or {}).values()
+        if isinstance(source, dict) and isinstance(source.get("labels"), dict)
+        for name in source["labels"]
+    }
+    _, problems = read_teams(patterns, config_path.parent, task_labels=TASK_LABELS | labels)
+    return problems
+
+
 def label_problems(
     settings: Settings, known: frozenset[str], document: YamlDocument | None
 ) -> list[str]:

@@ -34,12 +34,16 @@ async def run_check(config: Path, out: Output, *, connect: bool) -> int:
     Configuration errors raise `ConfigError` (exit 2), with every problem listed.
     """
     from taskwarden.config import load_config
-    from taskwarden.errors import TaskwardenError
+    from taskwarden.errors import ConfigError, TaskwardenError
     from taskwarden.rules import BurstRule, FailedRule, StuckRule
     from taskwarden.runtime import wire
-    from taskwarden.wiring import open_http, settings_secrets
+    from taskwarden.wiring import open_http, settings_secrets, team_problems_of_raw
 
-    loaded = load_config(config)
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        # The team files are checked too, so that one run says every problem.
+        raise ConfigError("\n".join([str(exc), *team_problems_of_raw(config)])) from None
     out.redactor.use(settings_secrets(loaded.settings))
     async with AsyncExitStack() as stack:
         wiring = wire(loaded, await open_http(stack))  # raises on a missing credential
