@@ -86,7 +86,9 @@ def test_alerts_as_a_table_or_json_filtered_by_matchers(tmp_path: Path) -> None:
     assert code == 0
     [catalog] = json.loads(only)
     assert catalog["title"] == "DEPLOY_PRODUCT failed: SKU-1"
-    assert catalog["receivers"] == [{"receiver": "chat", "told": None}]
+    assert catalog["receivers"] == [
+        {"receiver": "chat", "told": None, "groupLabels": {"team": "catalog"}, "lastSentAt": None}
+    ]
     code, bad = invoke("alerts", "-c", str(config), "team=~(")
     assert code == 2
     assert "column" in bad

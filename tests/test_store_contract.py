@@ -308,7 +308,9 @@ class TestStatusStore:
         store.mark_sent(item, NOW, None)
         records = {r.alert.key: r for r in store.alert_records(since=NOW - timedelta(hours=1))}
         assert set(records) == {"stuck-1", "failed-1"}
-        assert records["stuck-1"].receivers == (("slack", "firing"),)
+        [told] = records["stuck-1"].receivers
+        assert (told.receiver, told.told, told.last_sent) == ("slack", "firing", NOW)
+        assert told.group_labels == (("team", "catalog"),)
         # A failure leaves its group once queued: its outcome says what became of it.
         assert records["failed-1"].receivers == ()
         assert records["failed-1"].outcome == "notified"

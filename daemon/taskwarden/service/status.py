@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
     from taskwarden.matchers import Matcher
     from taskwarden.routing import Silence
-    from taskwarden.state.protocol import AlertRecord, OutboxEntry, SourceStatus, StateStore
+    from taskwarden.state.protocol import (
+        AlertDelivery,
+        AlertRecord,
+        OutboxEntry,
+        SourceStatus,
+        StateStore,
+    )
 
 WINDOW = timedelta(hours=24)
 """How far back the view shows alerts told once and finished deliveries."""
@@ -80,7 +86,15 @@ def alert_json(record: AlertRecord) -> dict[str, Any]:
         "endsAt": _time(alert.ends_at),
         "updatedAt": _time(record.updated),
         "outcome": record.outcome or "pending",
-        "receivers": [{"receiver": r, "told": told or None} for r, told in record.receivers],
+        "receivers": [
+            {
+                "receiver": d.receiver,
+                "told": d.told or None,
+                "groupLabels": dict(d.group_labels),
+                "lastSentAt": _time(d.last_sent),
+            }
+            for d in record.receivers
+        ],
         "tasks": [
             {"id": t.task_id, "kind": t.kind, "status": t.status, "url": t.console_uri or t.uri}
             for t in alert.tasks
@@ -245,7 +259,7 @@ def _alerts_html(view: StatusView) -> str:
         for r in records:
             a = r.alert
             links = " ".join(_link(t.console_uri or t.uri, t.task_id) for t in a.tasks[:3])
-            told = ", ".join(f"{_e(n)}: {_e(t or 'not yet')}" for n, t in r.receivers) or "-"
+            told = "<br>".join(_delivery(view.now, d) for d in r.receivers) or "-"
             rows.append(
                 [
                     _e(a.state.value),
@@ -264,6 +278,13 @@ def _alerts_html(view: StatusView) -> str:
             )
         )
     return "".join(parts)
+
+
+def _delivery(now: datetime, d: AlertDelivery) -> str:
+    group = ", ".join(f"{k}={v}" for k, v in d.group_labels) or "-"
+    last = f"last message {_ago(now, d.last_sent)}" if d.last_sent else "no message yet"
+    told = d.told or "not told yet"
+    return f"{_e(d.receiver)}: {_e(told)} <small>(group {_e(group)}; {_e(last)})</small>"
 
 
 def _silences_html(view: StatusView) -> str:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from datetime import datetime, timedelta
 
-    from taskwarden.alerts import Alert, Notification
+    from taskwarden.alerts import Alert, Labels, Notification
     from taskwarden.diff import Event
     from taskwarden.model import SourceView, Task
     from taskwarden.routing import AlertBatch, Silence
@@ -87,6 +87,18 @@ class StateSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertDelivery:
+    """Where an alert waits to be told: one receiver's group."""
+
+    receiver: str
+    told: str
+    """What that receiver was told: ``firing``, ``resolved``, or empty (not yet)."""
+    group_labels: Labels
+    last_sent: datetime | None = None
+    """When the group's last message was sent."""
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRecord:
     """An alert as the status page and ``taskwarden alerts`` show it."""
 
@@ -95,8 +107,8 @@ class AlertRecord:
     """How it ended in its groups (``sent``, ``silenced``, ``inhibited``, ``unrouted``,
     …); empty while it is pending."""
     updated: datetime
-    receivers: tuple[tuple[str, str], ...] = ()
-    """(receiver, what that receiver was told: ``firing``, ``resolved`` or nothing yet)."""
+    receivers: tuple[AlertDelivery, ...] = ()
+    """The groups it is in (a failure leaves its group once its message is queued)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from taskwarden.alerts import decode_alert, decode_notification
@@ -21,6 +21,7 @@ from taskwarden.model import OpenTask, Phase, Product, SourceView, Task
 from taskwarden.state import alertstore
 from taskwarden.state.decoding import decoding
 from taskwarden.state.protocol import (
+    AlertDelivery,
     AlertRecord,
     CycleCommit,
     Lease,
@@ -490,7 +491,8 @@ class SqlStateStore:
     @guarded
     def alert_records(self, since: datetime, limit: int = 500) -> list[AlertRecord]:
         rows = self.db.execute(
-            "SELECT a.key, a.payload, a.outcome, a.updated_ms, g.receiver, m.notified "
+            "SELECT a.key, a.payload, a.outcome, a.updated_ms, g.receiver, m.notified, "
+            "g.labels, g.last_sent_ms "
             "FROM alerts a LEFT JOIN members m ON m.alert_key = a.key "
             "LEFT JOIN groups g ON g.id = m.group_id "
             "WHERE (a.state = 'firing' AND a.one_shot = 0) OR a.updated_ms >= ? "
@@ -505,8 +507,15 @@ class SqlStateStore:
                     alert = decode_alert(row["payload"])
                 record = AlertRecord(alert, row["outcome"], from_epoch_ms(row["updated_ms"]))
             if row["receiver"] is not None:
-                told = (*record.receivers, (str(row["receiver"]), str(row["notified"] or "")))
-                record = AlertRecord(record.alert, record.outcome, record.updated, told)
+                with decoding("group"):
+                    labels = tuple((str(k), str(v)) for k, v in json.loads(row["labels"]))
+                delivery = AlertDelivery(
+                    str(row["receiver"]),
+                    str(row["notified"] or ""),
+                    labels,
+                    _dt(row["last_sent_ms"]),
+                )
+                record = replace(record, receivers=(*record.receivers, delivery))
             found[row["key"]] = record
         return list(found.values())
 
