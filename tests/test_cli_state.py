@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 KEY = "cli-test-key-0001"
 
 
-async def taskwarden(*args: str, key: str = KEY) -> tuple[int, str, str]:
+async def taskwarden(*args: str, key: str = KEY, **env: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *TASKWARDEN,
         "--log-format=json",
         *args,
-        env=subprocess_env(TASKWARDEN_SOURCES__DR__API_KEY=key),
+        env=subprocess_env(TASKWARDEN_SOURCES__DR__API_KEY=key, **env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -114,3 +114,43 @@ async def test_a_cycle_needs_no_writable_executable_memory(tmp_path: Path) -> No
         out, err_bytes = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err_bytes.decode()
         assert "DEPLOY_PRODUCT of" in out.decode()  # the alert, through its template
+
+
+async def test_a_dry_run_needs_the_sources_keys_but_no_receivers_secrets(tmp_path: Path) -> None:
+    """It sends nothing, so it shows the routing without the Slack token, the PagerDuty key
+    or the heartbeat URL; the real run still wants them."""
+    (tmp_path / "teams").mkdir()
+    (tmp_path / "teams" / "catalog.yaml").write_text(
+        "team: catalog\nrules:\n  - {name: deploys, type: failed}\n"
+    )
+    sim = Simulator(api_key=KEY)
+    async with running_simulator(sim) as running:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"state:\n  path: {tmp_path / 's.db'}\n"
+            f"sources:\n  dr:\n    base_url: {running.base_url}\n"
+            "teams: ['teams/*.yaml']\n"
+            "receivers:\n  chat: {slack: {channel: alerts}}\n  pd: {pagerduty: {}}\n"
+            "route:\n  receiver: chat\n  group_wait: 0s\n"
+            "  routes: [{matchers: ['severity=\"critical\"'], receiver: pd}]\n"
+            "heartbeat: {interval: 1m}\n"
+        )
+        task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
+        code, _, err = await taskwarden("once", "-c", str(config), "--dry-run")
+        assert code == 0, err
+        assert not (tmp_path / "s.db").exists()
+        code, _, err = await taskwarden("once", "-c", str(config))
+        assert code == 2
+        assert "TASKWARDEN_RECEIVERS__PD__PAGERDUTY__ROUTING_KEY" in err
+        secrets = {  # the daemon's own environment: its first cycle records the baseline
+            "TASKWARDEN_RECEIVERS__CHAT__SLACK__TOKEN": "xoxb-unused",
+            "TASKWARDEN_RECEIVERS__PD__PAGERDUTY__ROUTING_KEY": "unused",
+            "TASKWARDEN_HEARTBEAT__URL": "https://hc.example/unused",
+        }
+        code, _, err = await taskwarden("once", "-c", str(config), **secrets)
+        assert code == 0, err
+        sim.set_status(task.task_id, "FAILED")
+        code, dry, err = await taskwarden("once", "-c", str(config), "--dry-run")
+        assert code == 0, err
+        assert "--- would send to chat ---" in dry
+        assert "DEPLOY_PRODUCT failed" in dry

@@ -706,10 +706,13 @@ def load_config(
     secrets_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
     ignore: frozenset[str] = frozenset(),
+    receivers_as_console: bool = False,
 ) -> LoadedConfig:
     """Load and validate; every problem is reported at once in a `ConfigError`, each with
     its file and line, or the variable or credential file it came from. Sections in
-    ``ignore`` are not read (nor checked)."""
+    ``ignore`` are not read (nor checked). ``receivers_as_console`` (a dry run, which
+    sends nothing): every receiver is a console of the same name, so routing is checked
+    and shown without any receiver's secrets; the heartbeat is not read."""
     environ = os.environ if environ is None else environ
     yaml_path = Path(path) if path is not None else None
     document: YamlDocument | None = None
@@ -721,12 +724,17 @@ def load_config(
         if document.data is not None and not isinstance(document.data, dict):
             raise ConfigError(f"{yaml_path}:1: the configuration must be a mapping of sections")
         data = {k: v for k, v in (document.data or {}).items() if k not in ignore}
+    if receivers_as_console:
+        data.pop("heartbeat", None)
+        if isinstance(data.get("receivers"), dict):
+            data["receivers"] = {name: {"console": True} for name in data["receivers"]}
+    stand_ins = frozenset({"receivers", "heartbeat"}) if receivers_as_console else frozenset()
     dirs = tuple(secret_dirs(secrets_dir, environ))
     loading = _Loading(
         yaml_data=data,
         secret_dirs=dirs,
         environ=None if environ is os.environ else environ,
-        ignored=ignore,
+        ignored=ignore | stand_ins,
         declared={
             key: set(data[key]) if isinstance(data.get(key), dict) else set() for key in COLLECTIONS
         },

@@ -59,7 +59,8 @@ async def run_once(config: Path, out: Output, *, dry_run: bool) -> int:
     from taskwarden.runtime import Runtime
     from taskwarden.service.leases import source_lease
 
-    loaded = load_config(config)
+    # A dry run sends nothing: it needs the sources' credentials, not the receivers'.
+    loaded = load_config(config, receivers_as_console=dry_run)
     for warning in loaded.warnings:
         log.warning("config.warning", warning=warning)
     failures = 0
