@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from taskwarden.alerts import humanize
 from taskwarden.matchers import match_all, single_valued
 from taskwarden.notify.render import headline
+from taskwarden.runtime import is_ok
 from taskwarden.timeutil import format_api_time
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def _outbox_state(entry: OutboxEntry) -> str:
 def status_json(view: StatusView) -> dict[str, Any]:
     return {
         "now": _time(view.now),
-        "ready": bool(view.readiness) and all(v.startswith("ok") for v in view.readiness.values()),
+        "ready": bool(view.readiness) and all(is_ok(v) for v in view.readiness.values()),
         "readiness": dict(view.readiness),
         "sources": [
             {
@@ -204,7 +205,7 @@ def _ago(now: datetime, moment: datetime | None) -> str:
 
 
 def _health(text: str) -> str:
-    css = "ok" if text.startswith("ok") else "bad"
+    css = "ok" if is_ok(text) else "bad"
     return f'<span class="{css}">{_e(text)}</span>'
 
 
@@ -304,13 +305,18 @@ def _silences_html(view: StatusView) -> str:
     )
 
 
+def _outbox_cell(entry: OutboxEntry) -> str:
+    state = _outbox_state(entry)
+    return f'<span class="{"ok" if state == "waiting" else "bad"}">{_e(state)}</span>'
+
+
 def _outbox_html(view: StatusView) -> str:
     waiting = [e for e in view.outbox if e.state != "sent"]
     rows = [
         [
             _e(e.entry_id),
             _e(e.receiver),
-            _health("ok") if e.state == "pending" and not e.attempts else _health(_outbox_state(e)),
+            _outbox_cell(e),
             _e(e.attempts),
             _e(format_api_time(e.next_attempt) if e.state == "pending" else "-"),
             _e(e.last_error or "-"),
