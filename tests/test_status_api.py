@@ -203,3 +203,34 @@ def html_escaped(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_the_outbox_section_says_what_waits_retries_and_was_given_up() -> None:
+    from datetime import timedelta
+
+    from taskwarden.alerts import Alert, Notification, Severity
+    from taskwarden.service.status import StatusView, status_html, status_json
+    from taskwarden.state.protocol import OutboxEntry
+
+    from .conftest import T0
+
+    n = Notification("chat", "g", (), (Alert("k", "deploys", "dr", Severity.CRITICAL, (), "x"),))
+    entries = (
+        OutboxEntry(3, "chat", "pending", 0, T0, T0, n),
+        OutboxEntry(2, "pd", "pending", 4, T0, T0 + timedelta(minutes=2), n,
+                    last_error="PagerDuty answered 429 <b>slow down</b>"),
+        OutboxEntry(1, "hook", "dead", 1, T0, T0, None, last_error="410 Gone", done=T0),
+    )  # fmt: skip
+    view = StatusView(T0, (), {"dr": "ok"}, (), (), entries)
+    page = status_html(view)
+    assert '<span class="ok">waiting</span>' in page
+    assert '<span class="bad">retrying</span>' in page
+    assert '<span class="bad">given up</span>' in page
+    assert "429 &lt;b&gt;slow down&lt;/b&gt;" in page
+    assert "(unreadable)" in page  # a stored message that cannot be read is still listed
+    states = [(e["receiver"], e["state"], e["nextAttemptAt"]) for e in status_json(view)["outbox"]]
+    assert states == [
+        ("chat", "waiting", "2026-03-01T12:00:00.000Z"),
+        ("pd", "retrying", "2026-03-01T12:02:00.000Z"),
+        ("hook", "given up", None),
+    ]
