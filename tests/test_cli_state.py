@@ -31,14 +31,23 @@ async def taskwarden(*args: str, key: str = KEY, **env: str) -> tuple[int, str, 
     return proc.returncode, out.decode(), err.decode()
 
 
+def config_for(tmp_path: Path, base_url: str, *, team: str | None = None, rest: str = "") -> Path:
+    """A configuration that polls the simulator at ``base_url``; ``team``: one team file."""
+    if team is not None:
+        (tmp_path / "teams").mkdir()
+        (tmp_path / "teams" / "catalog.yaml").write_text(team)
+        rest = "teams: ['teams/*.yaml']\n" + rest
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"state:\n  path: {tmp_path / 's.db'}\nsources:\n  dr:\n    base_url: {base_url}\n{rest}"
+    )
+    return config
+
+
 async def test_once_then_state(tmp_path: Path) -> None:
     sim = Simulator(api_key=KEY)
     async with running_simulator(sim) as running:
-        config = tmp_path / "c.yaml"
-        config.write_text(
-            f"state:\n  path: {tmp_path / 's.db'}\n"
-            f"sources:\n  dr:\n    base_url: {running.base_url}\n"
-        )
+        config = config_for(tmp_path, running.base_url)
         stuck = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
         sim.add_task(status="COMPLETED")
         code, _, err = await taskwarden("once", "-c", str(config))
@@ -87,20 +96,18 @@ os.execv(sys.executable, [sys.executable, "-m", "taskwarden", *sys.argv[1:]])
 async def test_a_cycle_needs_no_writable_executable_memory(tmp_path: Path) -> None:
     """The systemd unit sets MemoryDenyWriteExecute=yes: a poll that alerts, renders its
     templates, matches with RE2 and notifies runs with the kernel refusing W+X memory."""
-    team = tmp_path / "teams"
-    team.mkdir()
-    (team / "catalog.yaml").write_text(
+    team = (
         "team: catalog\nrules:\n  - name: deploys\n    type: failed\n"
         "    matchers: ['kind=~\"DEPLOY_.*\"']\n"
         "    annotations: {summary: '{{ task.kind }} of {{ task.erid }} failed'}\n"
     )
     sim = Simulator(api_key=KEY)
     async with running_simulator(sim) as running:
-        config = tmp_path / "c.yaml"
-        config.write_text(
-            f"state:\n  path: {tmp_path / 's.db'}\n"
-            f"sources:\n  dr:\n    base_url: {running.base_url}\n"
-            "teams: ['teams/*.yaml']\nreceivers: {out: {console: true}}\nroute: {receiver: out}\n"
+        config = config_for(
+            tmp_path,
+            running.base_url,
+            team=team,
+            rest="receivers: {out: {console: true}}\nroute: {receiver: out}\n",
         )
         task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
         code, _, err = await taskwarden("once", "-c", str(config))
@@ -119,21 +126,16 @@ async def test_a_cycle_needs_no_writable_executable_memory(tmp_path: Path) -> No
 async def test_a_dry_run_needs_the_sources_keys_but_no_receivers_secrets(tmp_path: Path) -> None:
     """It sends nothing, so it shows the routing without the Slack token, the PagerDuty key
     or the heartbeat URL; the real run still wants them."""
-    (tmp_path / "teams").mkdir()
-    (tmp_path / "teams" / "catalog.yaml").write_text(
-        "team: catalog\nrules:\n  - {name: deploys, type: failed}\n"
-    )
     sim = Simulator(api_key=KEY)
     async with running_simulator(sim) as running:
-        config = tmp_path / "c.yaml"
-        config.write_text(
-            f"state:\n  path: {tmp_path / 's.db'}\n"
-            f"sources:\n  dr:\n    base_url: {running.base_url}\n"
-            "teams: ['teams/*.yaml']\n"
-            "receivers:\n  chat: {slack: {channel: alerts}}\n  pd: {pagerduty: {}}\n"
+        config = config_for(
+            tmp_path,
+            running.base_url,
+            team="team: catalog\nrules:\n  - {name: deploys, type: failed}\n",
+            rest="receivers:\n  chat: {slack: {channel: alerts}}\n  pd: {pagerduty: {}}\n"
             "route:\n  receiver: chat\n  group_wait: 0s\n"
             "  routes: [{matchers: ['severity=\"critical\"'], receiver: pd}]\n"
-            "heartbeat: {interval: 1m}\n"
+            "heartbeat: {interval: 1m}\n",
         )
         task = sim.add_task(status="PROCESSING", request_type="DEPLOY_PRODUCT")
         code, _, err = await taskwarden("once", "-c", str(config), "--dry-run")
