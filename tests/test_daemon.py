@@ -80,6 +80,23 @@ notifications:
     return config
 
 
+def slack_daemon(
+    tmp_path: Path,
+    sim: Simulator,
+    slack: SlackServer,
+    monkeypatch: pytest.MonkeyPatch,
+    health_port: int,
+) -> Path:
+    """The configuration of an in-process daemon that routes to the loopback Slack, with
+    its secrets in the environment."""
+    config = write_config(
+        tmp_path, sim, slack, smtp_port=free_port(), health_port=health_port, route_to="slack"
+    )
+    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
+    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    return config
+
+
 def env(slack: SlackServer) -> dict[str, str]:
     return subprocess_env(
         TASKWARDEN_SOURCES__DR__API_KEY=API_KEY,
@@ -171,11 +188,7 @@ async def test_health_readiness_and_metrics(
 ) -> None:
     sim.unfreeze_clock()
     health = free_port()
-    config = write_config(
-        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
-    )
-    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
-    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    config = slack_daemon(tmp_path, sim, slack, monkeypatch, health)
     daemon = Daemon(config_loader(config), handle_signals=False)
     running = asyncio.create_task(daemon.run())
     base = f"http://127.0.0.1:{health}"
@@ -333,11 +346,7 @@ async def test_counters_survive_a_reload(
     """API call counters lived in the sources a reload rebuilds: they fell back to 0."""
     sim.unfreeze_clock()
     health = free_port()
-    config = write_config(
-        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
-    )
-    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
-    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    config = slack_daemon(tmp_path, sim, slack, monkeypatch, health)
     sample = 'taskwarden_api_calls_total{endpoint="list",source="dr",status="200"}'
     async with running_daemon(config) as (daemon, running), httpx.AsyncClient() as client:
 
@@ -358,12 +367,8 @@ async def test_reload_outcomes_and_the_build_are_metrics(
     from taskwarden import __version__
 
     health = free_port()
-    config = write_config(
-        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
-    )
+    config = slack_daemon(tmp_path, sim, slack, monkeypatch, health)
     good = config.read_text()
-    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
-    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
     async with running_daemon(config) as (daemon, running), httpx.AsyncClient() as client:
 
         async def sample(line: str) -> float:
@@ -399,12 +404,8 @@ async def test_a_changed_team_file_is_reloaded_without_sighup(
 ) -> None:
     """A ConfigMap edit reaches the mounted files and nothing signals the process: the
     daemon notices the new contents; a broken edit is rejected once, not at every look."""
-    config = write_config(
-        tmp_path, sim, slack, smtp_port=free_port(), health_port=free_port(), route_to="slack"
-    )
+    config = slack_daemon(tmp_path, sim, slack, monkeypatch, free_port())
     config.write_text(config.read_text().replace("daemon:\n", "daemon:\n  watch_config: 0.1s\n"))
-    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
-    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
     team_file = tmp_path / "teams" / "catalog.yaml"
     async with running_daemon(config) as (daemon, running):
         assert daemon.runtime is not None

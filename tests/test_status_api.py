@@ -19,9 +19,8 @@ from click.testing import CliRunner
 
 from taskwarden.cli import cli
 
-from .conftest import API_KEY
 from .helpers import free_port, running_daemon, until
-from .test_daemon import write_config
+from .test_daemon import slack_daemon
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -45,11 +44,7 @@ async def daemon_with_a_failure(
 ) -> AsyncIterator[tuple[str, Path]]:
     sim.unfreeze_clock()
     health = free_port()
-    config = write_config(
-        tmp_path, sim, slack, smtp_port=free_port(), health_port=health, route_to="slack"
-    )
-    monkeypatch.setenv("TASKWARDEN_SOURCES__DR__API_KEY", API_KEY)
-    monkeypatch.setenv("TASKWARDEN_RECEIVERS__SLACK__SLACK__TOKEN", slack.token)
+    config = slack_daemon(tmp_path, sim, slack, monkeypatch, health)
     if token is not None:
         monkeypatch.setenv("TASKWARDEN_DAEMON__API_TOKEN", token)
     async with running_daemon(config) as (daemon, running):
