@@ -79,6 +79,7 @@ bench-smoke: $(STAMP) system-deps
 	$(BIN)/python bench/poll_cycle.py --sizes 1000 --backend both
 	$(BIN)/python bench/replicas.py --smoke
 	$(BIN)/python bench/compare.py --sizes 1000 --transitions 20 --storm 200 --default-latency-groups 0
+	$(BIN)/python bench/status_page.py --sizes 1000 --loads 2
 
 # Hostile input and kill soak: the quick subset here, the full table with `make chaos`.
 chaos-smoke: $(STAMP) system-deps
@@ -93,6 +94,7 @@ demo: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/compare.py
 	$(BIN)/python bench/replicas.py
+	$(BIN)/python bench/status_page.py
 
 # Every attack (hostile vendor answers, Slack outage, disk full, corruption, 1,100 idle
 # connections, API down, 30 SIGKILLs under churn): one table, attack → held / broke.
